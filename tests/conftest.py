@@ -1,0 +1,14 @@
+import os
+
+
+# With two OpenMP threads, CPU torch on small VMs randomly slows down 10-100x (libgomp spin-waits). Set it before torch
+# is imported by any test module.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+
+torch.set_num_threads(1)
