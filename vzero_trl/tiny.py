@@ -1,0 +1,244 @@
+"""Tiny random-weight Qwen3.5 vision-language models for offline tests and demos.
+
+`build_tiny_pair` writes a student and a wider, differently seeded teacher that share one tokenizer, as ordinary
+`save_pretrained` folders. They load with `AutoModelForImageTextToText` and `AutoProcessor` on a CPU machine with no
+network and no torchvision: the tokenizer is a byte-level BPE trained here on an in-code corpus, the chat template is
+TRL's `qwen3_5_nothink.jinja`, and the processor is [`Qwen3VLImageOnlyProcessor`], which has no video processor.
+
+Run `python -m vzero_trl.tiny OUTPUT_DIR` to build `OUTPUT_DIR/student` and `OUTPUT_DIR/teacher`.
+"""
+
+import argparse
+import importlib.resources
+from pathlib import Path
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import (
+    PreTrainedTokenizerFast,
+    Qwen2VLImageProcessorPil,
+    Qwen3_5Config,
+    Qwen3_5ForConditionalGeneration,
+)
+from transformers.models.qwen3_5.tokenization_qwen3_5 import PRETOKENIZE_REGEX
+
+from .processors import Qwen3VLImageOnlyProcessor
+from .synthetic import COLORS, SHAPES
+
+
+SPECIAL_TOKENS = (
+    "<|endoftext|> <|im_start|> <|im_end|> <|object_ref_start|> <|object_ref_end|> <|box_start|> <|box_end|> "
+    "<|quad_start|> <|quad_end|> <|vision_start|> <|vision_end|> <|vision_pad|> <|image_pad|> <|video_pad|>"
+).split()
+# Used by the chat template but not special, as in the real Qwen3.5 tokenizer.
+TEMPLATE_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>"]
+# A folder holding all of these is a complete build, which `build_tiny_pair` does not redo.
+SAVED_FILES = (
+    "config.json generation_config.json model.safetensors tokenizer.json tokenizer_config.json processor_config.json "
+    "chat_template.jinja"
+).split()
+
+
+def _corpus() -> list[str]:
+    letters, colors = "ABCD", list(COLORS)
+    corpus = []
+    for i, shape in enumerate(SHAPES):
+        for j, color in enumerate(colors):
+            options = [colors[(j + k) % len(colors)] for k in range(4)]
+            choices = "\n".join(f"{letter}. {option}" for letter, option in zip(letters, options, strict=True))
+            corpus.append(
+                f"What is the color of the {shape} in the image?\n{choices}\n"
+                "Answer with the option's letter from the given choices."
+            )
+            corpus.append(f"The answer is {letters[(i + j) % 4]}. The {color} {shape} is in the image.")
+    corpus += [
+        "The next image is a cropped view of the target image from the original image: . Use the crop as focused "
+        "visual evidence for the relevant object or region, while keeping the original image as context.",
+        "You are a helpful assistant. Describe the image in one sentence.",
+        "Which shape is on the left? How many objects are there? There are 2 objects, 0 1 2 3 4 5 6 7 8 9.",
+        "The quick brown fox jumps over the lazy dog, and the user asks the assistant a question.",
+    ]
+    return corpus
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """
+    Trains the byte-level BPE tokenizer shared by the tiny student and teacher.
+
+    The pipeline is that of `Qwen3_5Tokenizer`. All 256 bytes are in the alphabet, so any text encodes without
+    `<unk>` and decodes back exactly. Training on the fixed corpus is deterministic.
+
+    Returns:
+        `PreTrainedTokenizerFast`: the tokenizer, with the Qwen special tokens each encoded as one id.
+    """
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=512, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(_corpus(), trainer=trainer)
+    tokenizer.add_special_tokens(SPECIAL_TOKENS)
+    tokenizer.add_tokens(TEMPLATE_TOKENS)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
+        unk_token=None,
+        padding_side="left",
+    )
+
+
+def build_tiny_vlm(
+    output_dir: str | Path,
+    *,
+    seed: int = 0,
+    hidden_size: int = 64,
+    num_hidden_layers: int = 2,
+    max_pixels: int = 128 * 128,
+    min_pixels: int = 32 * 32,
+) -> Path:
+    """
+    Builds a random-weight Qwen3.5 VLM with its tokenizer and processor, and saves them into `output_dir`.
+
+    Args:
+        output_dir (`str` or `Path`):
+            Folder to save into; created if missing, files in it are overwritten.
+        seed (`int`, *optional*, defaults to `0`):
+            Seed for the weight initialisation: the same seed and sizes give identical weights.
+        hidden_size (`int`, *optional*, defaults to `64`):
+            Text hidden size, a multiple of 16 (the head dimension); also the vision tower's output size.
+        num_hidden_layers (`int`, *optional*, defaults to `2`):
+            Number of text layers, alternating linear attention (Gated DeltaNet) and full attention.
+        max_pixels (`int`, *optional*, defaults to `128 * 128`):
+            Largest image area after resizing (the image processor's `size["longest_edge"]`).
+        min_pixels (`int`, *optional*, defaults to `32 * 32`):
+            Smallest image area after resizing (the image processor's `size["shortest_edge"]`).
+
+    Returns:
+        `Path`: the folder, loadable with `AutoModelForImageTextToText` and `AutoProcessor`.
+    """
+    if hidden_size <= 0 or hidden_size % 16 != 0:
+        raise ValueError(f"`hidden_size` ({hidden_size}) must be a positive multiple of 16, the head dimension.")
+    if num_hidden_layers < 1:
+        raise ValueError(f"`num_hidden_layers` ({num_hidden_layers}) must be at least 1.")
+    tokenizer = build_tokenizer()
+    image_processor = Qwen2VLImageProcessorPil(
+        size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
+        patch_size=16,
+        temporal_patch_size=2,
+        merge_size=2,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    chat_template = (importlib.resources.files("trl") / "chat_templates" / "qwen3_5_nothink.jinja").read_text()
+    processor = Qwen3VLImageOnlyProcessor(image_processor, tokenizer, chat_template=chat_template)
+
+    token_id = tokenizer.convert_tokens_to_ids
+    pad_id, eos_id = token_id("<|endoftext|>"), token_id("<|im_end|>")
+    text_config = dict(
+        vocab_size=-(-len(tokenizer) // 64) * 64,  # padded like real checkpoints
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        layer_types=[("linear_attention", "full_attention")[i % 2] for i in range(num_hidden_layers)],
+        num_attention_heads=hidden_size // 16,
+        num_key_value_heads=2 if (hidden_size // 16) % 2 == 0 else 1,
+        head_dim=16,
+        linear_key_head_dim=16,
+        linear_value_head_dim=16,
+        linear_num_key_heads=2,
+        linear_num_value_heads=4,
+        linear_conv_kernel_dim=4,
+        max_position_embeddings=4096,
+        # The mrope sections must sum to head_dim * partial_rotary_factor / 2.
+        rope_parameters=dict(
+            rope_type="default",
+            rope_theta=1e4,
+            partial_rotary_factor=0.5,
+            mrope_section=[2, 1, 1],
+            mrope_interleaved=True,
+        ),
+        pad_token_id=pad_id,
+        eos_token_id=eos_id,
+        tie_word_embeddings=False,
+    )
+    vision_config = dict(
+        depth=1,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        patch_size=16,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        out_hidden_size=hidden_size,
+        num_position_embeddings=64,  # must be a perfect square
+    )
+    config = Qwen3_5Config(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_id=token_id("<|image_pad|>"),
+        video_token_id=token_id("<|video_pad|>"),
+        vision_start_token_id=token_id("<|vision_start|>"),
+        vision_end_token_id=token_id("<|vision_end|>"),
+        tie_word_embeddings=False,
+        dtype="float32",
+    )
+    torch.manual_seed(seed)
+    model = Qwen3_5ForConditionalGeneration(config).to(torch.float32)
+    model.generation_config.eos_token_id = [eos_id, pad_id]
+    model.generation_config.pad_token_id = pad_id
+
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    return output_dir
+
+
+def build_tiny_pair(
+    output_dir: str | Path, *, max_pixels: int = 128 * 128, min_pixels: int = 32 * 32
+) -> tuple[Path, Path]:
+    """
+    Builds a tiny student and a wider teacher that share one tokenizer, as in the real 4B -> 27B setting.
+
+    The student (`output_dir/student`) has seed 0 and hidden size 64; the teacher (`output_dir/teacher`) has seed 1 and
+    hidden size 96. Their vocabularies are identical.
+
+    A folder that already holds every file of a saved model (`config.json`, `generation_config.json`,
+    `model.safetensors`, `tokenizer.json`, `tokenizer_config.json`, `processor_config.json`, `chat_template.jinja`) is
+    left untouched, whatever it was built with, so repeated runs are fast. Delete it to rebuild with other settings.
+
+    Args:
+        output_dir (`str` or `Path`):
+            Parent folder of `student/` and `teacher/`.
+        max_pixels (`int`, *optional*, defaults to `128 * 128`):
+            Largest image area after resizing, see [`build_tiny_vlm`].
+        min_pixels (`int`, *optional*, defaults to `32 * 32`):
+            Smallest image area after resizing, see [`build_tiny_vlm`].
+
+    Returns:
+        `tuple[Path, Path]`: the student and teacher folders.
+    """
+    output_dir = Path(output_dir)
+    paths = []
+    for name, seed, hidden_size in (("student", 0, 64), ("teacher", 1, 96)):
+        path = output_dir / name
+        if not all((path / file).is_file() for file in SAVED_FILES):
+            build_tiny_vlm(path, seed=seed, hidden_size=hidden_size, max_pixels=max_pixels, min_pixels=min_pixels)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Build a tiny random-weight Qwen3.5 student/teacher pair.")
+    parser.add_argument("output_dir", type=Path, help="Parent folder of student/ and teacher/.")
+    parser.add_argument("--max_pixels", type=int, default=128 * 128)
+    parser.add_argument("--min_pixels", type=int, default=32 * 32)
+    args = parser.parse_args()
+    student, teacher = build_tiny_pair(args.output_dir, max_pixels=args.max_pixels, min_pixels=args.min_pixels)
+    print(f"student: {student}\nteacher: {teacher}")
