@@ -1,0 +1,521 @@
+"""End-to-end tests of VZeroTrainer on tiny random Qwen3.5 VLMs, checked against references written from the paper."""
+
+import copy
+
+import pytest
+import torch
+from datasets import Dataset, Image
+from peft import LoraConfig
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from vzero_trl import VZeroConfig, VZeroTrainer
+from vzero_trl.config import TEACHER_CROP_PREFIX, TEACHER_CROP_SUFFIX
+from vzero_trl.gating import evidence_scores, evidence_weights
+from vzero_trl.synthetic import make_dataset
+from vzero_trl.tiny import build_tiny_pair
+
+
+EVIDENCE_METRICS = [
+    "evidence/score_mean",
+    "evidence/score_std",
+    "evidence/delta_mean",
+    "evidence/delta_pos_frac",
+    "evidence/weight_mean",
+    "evidence/weight_min",
+    "evidence/weight_max",
+    "evidence/weight_at_min_frac",
+    "evidence/weight_at_max_frac",
+    "evidence/zero_std_group_frac",
+    "evidence/teacher_pos_logp_mean",
+    "evidence/teacher_neg_logp_mean",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    return build_tiny_pair(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return make_dataset(16, seed=0)
+
+
+def make_args(tmp_path, **overrides):
+    settings = dict(
+        output_dir=str(tmp_path / "out"),
+        num_generations=4,
+        per_device_train_batch_size=4,
+        max_completion_length=8,
+        max_steps=2,
+        learning_rate=1e-2,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        bf16=False,
+        use_cpu=True,
+        gradient_checkpointing=False,
+        seed=0,
+    )
+    settings.update(overrides)
+    return VZeroConfig(**settings)
+
+
+def make_trainer(tiny_models, tmp_path, train_dataset, eval_dataset=None, **overrides):
+    student, teacher = tiny_models
+    return VZeroTrainer(
+        model=str(student),
+        teacher_model=str(teacher),
+        args=make_args(tmp_path, **overrides),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+    )
+
+
+def generation_batch(trainer, rows):
+    """One generation batch exactly as `_prepare_inputs` would build it (before shuffling), in train mode."""
+    trainer.model.train()
+    with torch.no_grad():
+        return trainer._generate_and_score_completions(copy.deepcopy(rows))
+
+
+# References: written from the definitions with plain full-logits forwards and hand-built messages, sharing no code
+# with the trainer's chunked, batched path.
+
+
+def reference_logps(model, processor, messages, completion):
+    """log pi(y_k | messages, y_<k) for each token of `completion` (a list of ids), one sequence alone, full logits."""
+    prompt = processor.apply_chat_template(
+        [messages], add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    ids = torch.cat([prompt["input_ids"], torch.tensor([completion])], dim=1)
+    token_types = torch.cat([prompt["mm_token_type_ids"], torch.zeros(1, len(completion), dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        logits = model(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            pixel_values=prompt["pixel_values"],
+            image_grid_thw=prompt["image_grid_thw"],
+            mm_token_type_ids=token_types,
+        ).logits[0]
+    start = prompt["input_ids"].size(1)
+    # Position p predicts token p + 1: completion token k sits at start + k and is predicted at start + k - 1.
+    return [logits[start + k - 1].log_softmax(-1)[token].item() for k, token in enumerate(completion)]
+
+
+def student_view(row):
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": row["image"]},
+                {"type": "text", "text": row["prompt"][0]["content"]},
+            ],
+        }
+    ]
+
+
+def teacher_view(row, crop_column):
+    content = student_view(row)[0]["content"] + [
+        {"type": "text", "text": TEACHER_CROP_PREFIX},
+        {"type": "image", "image": row[crop_column]},
+        {"type": "text", "text": TEACHER_CROP_SUFFIX},
+    ]
+    return [{"role": "user", "content": content}]
+
+
+def completions_of(batch):
+    return [
+        ids[mask.bool()].tolist() for ids, mask in zip(batch["completion_ids"], batch["completion_mask"], strict=True)
+    ]
+
+
+def load(path):
+    return AutoModelForImageTextToText.from_pretrained(path).eval(), AutoProcessor.from_pretrained(
+        path, padding_side="left"
+    )
+
+
+# --- teacher replay ---------------------------------------------------------------------------------------------------
+
+
+def test_teacher_replay_matches_each_row_scored_alone(tiny_models, tmp_path, dataset):
+    """Left-padded, chunked teacher log-probs equal a full-logits forward of each row alone, token 0 included."""
+    trainer = make_trainer(tiny_models, tmp_path, dataset, num_generations=2, teacher_batch_size=3)
+    rows = [dataset[0], dataset[0], dataset[5], dataset[5]]
+    # Different image sizes make the teacher prompts differ in length, so the batch really is left padded.
+    rows[2]["image"] = rows[2]["image"].resize((320, 192))
+    rows[3]["image"] = rows[3]["image"].resize((320, 192))
+    batch = generation_batch(trainer, rows)
+    completions = completions_of(batch)
+    assert len({len(c) for c in completions}) > 1 or batch["completion_mask"].all(), "want ragged completions"
+
+    teacher, processor = load(tiny_models[1])
+    for crop_column in ("crop", "negative_crop"):
+        batched, _ = trainer._score_teacher_view(
+            [trainer_row_prompt(row) for row in rows],
+            [row[crop_column] for row in rows],
+            batch["completion_ids"],
+            batch["completion_mask"],
+            keep_hidden=False,
+        )
+        for i, row in enumerate(rows):
+            expected = reference_logps(teacher, processor, teacher_view(row, crop_column), completions[i])
+            torch.testing.assert_close(batched[i, : len(completions[i])], torch.tensor(expected), atol=1e-5, rtol=0)
+            assert (batched[i, len(completions[i]) :] == 0).all()
+    # The positive view is what the loss distils from.
+    assert torch.equal(
+        batch["teacher_logps"],
+        trainer._score_teacher_view(
+            [trainer_row_prompt(row) for row in rows],
+            [row["crop"] for row in rows],
+            batch["completion_ids"],
+            batch["completion_mask"],
+            keep_hidden=False,
+        )[0],
+    )
+
+
+def trainer_row_prompt(row):
+    from vzero_trl.views import student_messages
+
+    return student_messages(row)
+
+
+def test_first_completion_token_is_scored_after_the_full_teacher_prompt(tiny_models, tmp_path, dataset):
+    """Guards the official code's off-by-one: token 0 is predicted by the last teacher-prompt position."""
+    trainer = make_trainer(tiny_models, tmp_path, dataset, num_generations=2, per_device_train_batch_size=2)
+    rows = [dataset[1], dataset[1]]
+    batch = generation_batch(trainer, rows)
+    teacher, processor = load(tiny_models[1])
+    prompt = processor.apply_chat_template(
+        [teacher_view(rows[0], "crop")],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
+        return_tensors="pt",
+    )
+    with torch.no_grad():
+        next_token = teacher(**prompt).logits[0, -1].log_softmax(-1)
+    first = batch["completion_ids"][0, 0]
+    assert batch["teacher_logps"][0, 0].item() == pytest.approx(next_token[first].item(), abs=1e-5)
+
+
+# --- gates ------------------------------------------------------------------------------------------------------------
+
+
+def test_gates_follow_the_paper_from_both_views(tiny_models, tmp_path, dataset):
+    trainer = make_trainer(tiny_models, tmp_path, dataset, num_generations=4, per_device_train_batch_size=8)
+    rows = [dataset[2]] * 4 + [dataset[3]] * 4
+    batch = generation_batch(trainer, rows)
+    teacher, processor = load(tiny_models[1])
+    completions = completions_of(batch)
+    pos = torch.zeros_like(batch["teacher_logps"])
+    neg = torch.zeros_like(batch["teacher_logps"])
+    for i, row in enumerate(rows):
+        pos[i, : len(completions[i])] = torch.tensor(
+            reference_logps(teacher, processor, teacher_view(row, "crop"), completions[i])
+        )
+        neg[i, : len(completions[i])] = torch.tensor(
+            reference_logps(teacher, processor, teacher_view(row, "negative_crop"), completions[i])
+        )
+    expected = evidence_weights(evidence_scores(pos, neg, batch["completion_mask"]), num_generations=4)
+    # The random teacher's gaps are ~1e-3, so standardising turns the 1e-6 log-prob noise of batched vs single-row
+    # scoring into ~5e-4 on the weights; a wrong rule (sample std, wrong groups, wrong alpha) moves them by > 0.05.
+    torch.testing.assert_close(batch["evidence_weights"], expected, atol=2e-3, rtol=0)
+    assert batch["evidence_weights"].min() < 1 < batch["evidence_weights"].max()
+
+
+# --- loss -------------------------------------------------------------------------------------------------------------
+
+
+def reference_student_logps(tiny_models, rows, batch):
+    student, processor = load(tiny_models[0])
+    return [
+        reference_logps(student, processor, student_view(row), c)
+        for row, c in zip(rows, completions_of(batch), strict=True)
+    ]
+
+
+def test_alpha_zero_is_plain_on_policy_distillation_without_negative_pass(tiny_models, tmp_path, dataset):
+    """With the gate off, the loss is the OPD surrogate of eqs. 3 and 7 and the negative crops are never read."""
+    no_negatives = dataset.remove_columns(["negative_crop"])
+    trainer = make_trainer(tiny_models, tmp_path, no_negatives, evidence_alpha=0.0)
+    rows = [no_negatives[4]] * 4
+    batch = generation_batch(trainer, rows)
+    assert batch["evidence_weights"].tolist() == [1.0] * 4
+    loss = trainer.compute_loss(trainer.model, batch)
+
+    teacher, processor = load(tiny_models[1])
+    student_lps = reference_student_logps(tiny_models, rows, batch)
+    expected = 0.0
+    for row, lp_s, completion in zip(rows, student_lps, completions_of(batch), strict=True):
+        lp_t = reference_logps(teacher, processor, teacher_view(row, "crop"), completion)
+        expected += sum((s - t) * s for s, t in zip(lp_s, lp_t, strict=True)) / len(completion)
+    assert loss.item() == pytest.approx(expected / len(rows), abs=1e-5)
+
+    trainer.train()  # a whole run without a negative_crop column
+    assert "evidence/teacher_neg_logp_mean" not in trainer.state.log_history[0]
+    assert trainer.state.log_history[0]["evidence/weight_mean"] == 1.0
+
+
+@pytest.mark.parametrize("aggregation", ["sequence", "token"])
+def test_gated_sampled_token_loss_matches_eq_24(tiny_models, tmp_path, dataset, aggregation):
+    trainer = make_trainer(tiny_models, tmp_path, dataset, loss_aggregation=aggregation, log_ratio_clip=0.5)
+    rows = [dataset[6]] * 4
+    batch = generation_batch(trainer, rows)
+    batch["evidence_weights"] = torch.tensor([0.0, 0.5, 1.5, 2.0])  # distinct gates make the weighting visible
+    loss = trainer.compute_loss(trainer.model, batch)
+
+    completions = completions_of(batch)
+    student_lps = reference_student_logps(tiny_models, rows, batch)
+    terms = []
+    for i, (lp_s, completion) in enumerate(zip(student_lps, completions, strict=True)):
+        lp_t = batch["teacher_logps"][i, : len(completion)].tolist()
+        row = [
+            max(-0.5, min(0.5, s - t)) * s * batch["evidence_weights"][i].item()
+            for s, t in zip(lp_s, lp_t, strict=True)
+        ]
+        terms.append(row)
+    if aggregation == "sequence":
+        expected = sum(sum(row) / len(row) for row in terms) / len(terms)
+    else:
+        expected = sum(map(sum, terms)) / sum(map(len, terms))
+    assert loss.item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_full_reverse_kl_matches_eq_22(tiny_models, tmp_path, dataset):
+    trainer = make_trainer(tiny_models, tmp_path, dataset, loss_type="full_reverse_kl")
+    rows = [dataset[7]] * 4
+    batch = generation_batch(trainer, rows)
+    assert batch["teacher_hidden_states"].shape[:2] == batch["completion_ids"].shape
+    batch["evidence_weights"] = torch.tensor([2.0, 0.0, 1.0, 0.25])
+    loss = trainer.compute_loss(trainer.model, batch)
+
+    student, s_proc = load(tiny_models[0])
+    teacher, t_proc = load(tiny_models[1])
+    expected = 0.0
+    for i, (row, completion) in enumerate(zip(rows, completions_of(batch), strict=True)):
+        kls = []
+        for k in range(len(completion)):
+            p_s = full_distribution(student, s_proc, student_view(row), completion[:k])
+            p_t = full_distribution(teacher, t_proc, teacher_view(row, "crop"), completion[:k])
+            kls.append((p_s.exp() * (p_s - p_t)).sum().item())  # eq. 21
+        expected += batch["evidence_weights"][i].item() * sum(kls) / len(kls)
+    assert loss.item() == pytest.approx(expected / len(rows), abs=1e-5)
+
+    trainer.train()
+    kls = [entry["distillation/reverse_kl"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(kls) == 2 and all(kl > 0 for kl in kls)  # the exact KL of two different models is positive
+
+
+def full_distribution(model, processor, messages, prefix):
+    prompt = processor.apply_chat_template(
+        [messages], add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    ids = torch.cat([prompt["input_ids"], torch.tensor([prefix], dtype=torch.long)], dim=1)
+    token_types = torch.cat([prompt["mm_token_type_ids"], torch.zeros(1, len(prefix), dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        logits = model(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            pixel_values=prompt["pixel_values"],
+            image_grid_thw=prompt["image_grid_thw"],
+            mm_token_type_ids=token_types,
+        ).logits[0, -1]
+    return logits.log_softmax(-1)
+
+
+# --- training runs ----------------------------------------------------------------------------------------------------
+
+
+def test_training_run_changes_every_parameter_and_logs_evidence_metrics(tiny_models, tmp_path, dataset):
+    trainer = make_trainer(
+        tiny_models,
+        tmp_path,
+        dataset,
+        num_generations=4,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        max_steps=3,
+    )
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer.train()
+    unchanged = [name for name, p in trainer.model.named_parameters() if torch.equal(p, before[name])]
+    assert unchanged == []
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 3
+    for entry in logs:
+        for key in [*EVIDENCE_METRICS, "distillation/reverse_kl", "entropy", "completions/vision_token_cut_frac"]:
+            assert key in entry, key
+        assert (
+            0.0 <= entry["evidence/weight_min"] <= entry["evidence/weight_mean"] <= entry["evidence/weight_max"] <= 2.0
+        )
+
+
+def test_groups_are_contiguous_in_every_generation_batch(tiny_models, tmp_path, dataset):
+    trainer = make_trainer(
+        tiny_models, tmp_path, dataset, num_generations=4, per_device_train_batch_size=2, gradient_accumulation_steps=4
+    )
+    for batch, _ in zip(trainer.get_train_dataloader(), range(3), strict=False):
+        ids = [row["id"] for row in batch]
+        assert len(ids) == 8
+        assert ids[0:4] == [ids[0]] * 4 and ids[4:8] == [ids[4]] * 4 and ids[0] != ids[4]
+
+
+def test_iterable_dataset_keeps_groups_contiguous_and_trains(tiny_models, tmp_path, dataset):
+    stream = dataset.to_iterable_dataset()
+    trainer = make_trainer(
+        tiny_models, tmp_path, stream, num_generations=2, per_device_train_batch_size=2, gradient_accumulation_steps=2
+    )
+    batch = next(iter(trainer.get_train_dataloader()))
+    ids = [row["id"] for row in batch]
+    assert ids[0] == ids[1] and ids[2] == ids[3] and ids[0] != ids[2]
+    trainer.train()
+    assert trainer.state.global_step == 2
+
+
+@pytest.mark.parametrize("aggregation", ["sequence", "token"])
+def test_gradient_accumulation_gives_the_update_of_one_large_batch(tiny_models, tmp_path, dataset, aggregation):
+    """SGD (not Adam, whose first step hides gradient scale) makes the parameter change proportional to the gradient."""
+    settings = dict(
+        num_generations=2,
+        max_steps=1,
+        optim="sgd",
+        learning_rate=1.0,
+        max_grad_norm=0.0,
+        loss_aggregation=aggregation,
+        lr_scheduler_type="constant",
+        shuffle_dataset=False,
+    )
+    updates = []
+    for per_device, accumulation in ((4, 1), (2, 2), (1, 4)):
+        trainer = make_trainer(
+            tiny_models,
+            tmp_path / f"{per_device}",
+            dataset,
+            per_device_train_batch_size=per_device,
+            gradient_accumulation_steps=accumulation,
+            **settings,
+        )
+        before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+        trainer.train()
+        updates.append({name: p.detach() - before[name] for name, p in trainer.model.named_parameters()})
+    for other in updates[1:]:
+        for name, delta in updates[0].items():
+            torch.testing.assert_close(other[name], delta, atol=1e-6, rtol=1e-4, msg=name)
+    assert max(delta.abs().max() for delta in updates[0].values()) > 1e-4
+
+
+def test_lora_student_trains_only_the_adapter(tiny_models, tmp_path, dataset):
+    student, teacher = tiny_models
+    trainer = VZeroTrainer(
+        model=str(student),
+        teacher_model=str(teacher),
+        args=make_args(tmp_path),
+        train_dataset=dataset,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "in_proj_qkv"]),
+    )
+    params = dict(trainer.model.named_parameters())
+    before = {name: p.detach().clone() for name, p in params.items()}
+    trainer.train()
+    trainable = [name for name, p in params.items() if p.requires_grad]
+    assert trainable and all("lora_" in name for name in trainable)
+    assert all(not torch.equal(params[name], before[name]) for name in trainable if "lora_B" in name)
+    assert all(torch.equal(p, before[name]) for name, p in params.items() if not p.requires_grad)
+    trainer.save_model(str(tmp_path / "adapter"))
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+
+
+def test_evaluation_uses_groups_and_logs_evidence(tiny_models, tmp_path, dataset):
+    trainer = make_trainer(
+        tiny_models,
+        tmp_path,
+        dataset,
+        eval_dataset=dataset.select(range(3)),
+        num_generations=4,
+        num_generations_eval=2,
+        per_device_eval_batch_size=4,
+        eval_strategy="steps",
+        eval_steps=1,
+    )
+    metrics = trainer.evaluate()
+    assert "eval_loss" in metrics and "eval_evidence/weight_mean" in metrics
+    assert "eval_evidence/score_std" in metrics
+
+
+# --- generation -------------------------------------------------------------------------------------------------------
+
+
+def test_vision_tokens_are_never_sampled(tiny_models, tmp_path, dataset):
+    _, processor = load(tiny_models[0])
+    tokenizer = processor.tokenizer
+    vision = [
+        tokenizer.convert_tokens_to_ids(t)
+        for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+    ]
+    (red,) = tokenizer.encode(" red", add_special_tokens=False)
+    # A huge bias on every vision token and on "red": without suppression the vision tokens would dominate.
+    bias = [[[token], 30.0] for token in [*vision, red]]
+    trainer = make_trainer(tiny_models, tmp_path, dataset, generation_kwargs={"sequence_bias": bias})
+    assert set(vision) <= set(trainer.generation_config.suppress_tokens)
+    batch = generation_batch(trainer, [dataset[0]] * 4)
+    sampled = set(batch["completion_ids"][batch["completion_mask"].bool()].tolist())
+    assert not sampled & set(vision)
+    assert red in sampled  # the bias works, so only the suppression kept the vision tokens out
+
+
+# --- model card -------------------------------------------------------------------------------------------------------
+
+
+def test_model_card_names_the_method_and_cites_the_paper(tiny_models, tmp_path, dataset):
+    trainer = make_trainer(tiny_models, tmp_path, dataset)
+    trainer.create_model_card(model_name="tiny-vzero", dataset_name="synthetic")
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "v-zero" in card and "V-Zero" in card and "sun2026vzero" in card
+
+
+# --- bad input --------------------------------------------------------------------------------------------------------
+
+
+def test_missing_evidence_column_fails_at_construction(tiny_models, tmp_path, dataset):
+    with pytest.raises(ValueError, match=r"missing the column\(s\) \['negative_crop'\]"):
+        make_trainer(tiny_models, tmp_path, dataset.remove_columns(["negative_crop"]))
+    with pytest.raises(ValueError, match="`crop_column`"):
+        make_trainer(tiny_models, tmp_path, dataset, crop_column="zoom")
+
+
+def test_evidence_column_with_paths_fails_with_cast_hint(tiny_models, tmp_path, dataset):
+    paths = dataset.remove_columns(["crop"]).add_column("crop", ["crop.png"] * len(dataset))
+    with pytest.raises(ValueError, match=r"cast_column\('crop', datasets.Image\(\)\)"):
+        make_trainer(tiny_models, tmp_path, paths)
+
+
+def test_row_without_a_crop_image_fails_naming_the_row(tiny_models, tmp_path, dataset):
+    rows = dataset.select(range(4)).to_list()
+    rows[2]["crop"] = None
+    broken = Dataset.from_list(rows, features=dataset.features).cast_column("crop", Image())
+    trainer = make_trainer(tiny_models, tmp_path, broken, shuffle_dataset=False, num_generations=2)
+    with pytest.raises(
+        ValueError, match=r"row id='synthetic-0-000002': column 'crop' must hold a PIL image, got NoneType"
+    ):
+        trainer.train()
+
+
+def test_non_conversational_prompt_fails_naming_the_row(tiny_models, tmp_path, dataset):
+    trainer = make_trainer(tiny_models, tmp_path, dataset)
+    rows = [dict(dataset[0], prompt="What is the color of the star?")] * 4
+    with pytest.raises(ValueError, match="row id='synthetic-0-000000': `prompt` must be conversational"):
+        generation_batch(trainer, rows)
+
+
+def test_tokenizer_processor_is_rejected(tiny_models, tmp_path, dataset):
+    _, processor = load(tiny_models[0])
+    with pytest.raises(ValueError, match="multimodal processor"):
+        VZeroTrainer(
+            model=str(tiny_models[0]),
+            teacher_model=str(tiny_models[1]),
+            args=make_args(tmp_path),
+            train_dataset=dataset,
+            processing_class=processor.tokenizer,
+        )

@@ -1,0 +1,112 @@
+"""Teacher views, dataset checks and the vision-token filter."""
+
+import datasets
+import pytest
+from PIL import Image
+
+from vzero_trl.views import check_dataset_columns, check_row, student_messages, teacher_messages, truncate_at_tokens
+
+
+def row(**overrides):
+    values = dict(
+        id="r1",
+        prompt=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What color is the star?"}],
+        image=Image.new("RGB", (64, 48)),
+        crop=Image.new("RGB", (16, 16), "red"),
+        negative_crop=Image.new("RGB", (16, 16), "blue"),
+    )
+    values.update(overrides)
+    return values
+
+
+def test_teacher_view_appends_the_evidence_to_the_last_user_turn():
+    example = row()
+    prompt = student_messages(example)
+    assert prompt[1]["content"] == [
+        {"type": "image", "image": example["image"]},
+        {"type": "text", "text": "What color is the star?"},
+    ]
+    view = teacher_messages(prompt, example["crop"], "PRE", "POST")
+    assert view[0] == prompt[0] == {"role": "system", "content": [{"type": "text", "text": "Be brief."}]}
+    assert view[1]["content"] == [
+        {"type": "image", "image": example["image"]},
+        {"type": "text", "text": "What color is the star?"},
+        {"type": "text", "text": "PRE"},
+        {"type": "image", "image": example["crop"]},
+        {"type": "text", "text": "POST"},
+    ]
+    assert len(prompt[1]["content"]) == 2  # the student's prompt is left untouched
+    negative = teacher_messages(prompt, example["negative_crop"], "PRE", "POST")
+    assert negative[1]["content"][3]["image"] is example["negative_crop"]
+    assert (
+        negative[1]["content"][:3] == view[1]["content"][:3] and negative[1]["content"][4:] == view[1]["content"][4:]
+    )
+
+
+def test_images_column_and_multi_turn_prompts():
+    first, second = Image.new("RGB", (8, 8)), Image.new("RGB", (9, 9))
+    example = row(
+        prompt=[
+            {"role": "user", "content": "Q1"},
+            {"role": "assistant", "content": "A1"},
+            {"role": "user", "content": "Q2"},
+        ],
+        images=[first, second],
+    )
+    del example["image"]
+    prompt = student_messages(example)
+    assert [part.get("image") for part in prompt[0]["content"]] == [first, second, None]
+    view = teacher_messages(prompt, example["crop"], "P", "S")
+    assert view[0] == prompt[0] and view[2]["content"][-2]["image"] is example["crop"]
+
+
+def test_check_row_accepts_a_good_row_and_names_bad_fields():
+    check_row(row(), ["crop", "negative_crop"], 0)
+    with pytest.raises(ValueError, match=r"row id='r1': column 'negative_crop' must hold a PIL image, got str"):
+        check_row(row(negative_crop="neg.png"), ["crop", "negative_crop"], 0)
+    with pytest.raises(ValueError, match=r"row 3 of the batch: column 'image' must hold a PIL image, got NoneType"):
+        example = row(image=None)
+        del example["id"]
+        check_row(example, ["crop"], 3)
+    with pytest.raises(ValueError, match="no user turn"):
+        check_row(row(prompt=[{"role": "system", "content": "x"}]), ["crop"], 0)
+    with pytest.raises(ValueError, match="must be conversational"):
+        check_row(row(prompt="What color?"), ["crop"], 0)
+
+
+def test_check_dataset_columns():
+    image = Image.new("RGB", (4, 4))
+    good = (
+        datasets.Dataset.from_dict(
+            {
+                "prompt": [[{"role": "user", "content": "q"}]],
+                "image": [image],
+                "crop": [image],
+                "negative_crop": [image],
+            }
+        )
+        .cast_column("image", datasets.Image())
+        .cast_column("crop", datasets.Image())
+        .cast_column("negative_crop", datasets.Image())
+    )
+    check_dataset_columns(good, ["crop", "negative_crop"], "train_dataset")
+    check_dataset_columns({"a": good}, ["crop"], "eval_dataset")
+    check_dataset_columns(good.to_iterable_dataset(), ["crop", "negative_crop"], "train_dataset")
+    check_dataset_columns(None, ["crop"], "eval_dataset")
+    with pytest.raises(ValueError, match=r"eval_dataset\['a'\] is missing the column\(s\) \['zoom'\]"):
+        check_dataset_columns({"a": good}, ["zoom"], "eval_dataset")
+    with pytest.raises(ValueError, match=r"missing the column\(s\) \['image'\]"):
+        check_dataset_columns(good.remove_columns("image"), ["crop"], "train_dataset")
+    as_paths = good.remove_columns("crop").add_column("crop", ["a.png"])
+    with pytest.raises(
+        ValueError, match=r"column 'crop' has feature type .*cast_column\('crop', datasets.Image\(\)\)"
+    ):
+        check_dataset_columns(as_paths, ["crop"], "train_dataset")
+
+
+def test_truncate_at_tokens():
+    completions = [[5, 6, 7], [5, 99, 7], [98, 5], []]
+    cut, num_cut = truncate_at_tokens(completions, {98, 99}, fill_id=2)
+    assert cut == [[5, 6, 7], [5], [2], []]
+    assert num_cut == 2
+    assert completions[1] == [5, 99, 7]  # input untouched

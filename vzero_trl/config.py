@@ -1,0 +1,252 @@
+"""`VZeroConfig`: the one flat configuration of V-Zero training, a `trl.DistillationConfig` with the V-Zero fields."""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from trl import DistillationConfig
+
+
+# Paper Fig. 4: the teacher sees the full image and the question, then this sentence with the crop image between the
+# prefix and the suffix. The paper does not say how the pieces are joined; we start the sentence on a new line.
+TEACHER_CROP_PREFIX = "\nThe next image is a cropped view of the target image from the original image: "
+TEACHER_CROP_SUFFIX = (
+    ". Use the crop as focused visual evidence for the relevant object or region, while keeping the original image as "
+    "context."
+)
+
+
+@dataclass
+class VZeroConfig(DistillationConfig):
+    r"""
+    Configuration class for [`VZeroTrainer`]: [`~trl.DistillationConfig`] plus the fields of V-Zero's contrastive
+    evidence gating ([V-Zero: Answer-Label-Free On-Policy Distillation with Contrastive Evidence Gating for
+    Fine-Grained Visual Reasoning](https://github.com/eVI-group-SCU/V-Zero), eqs. 14-24).
+
+    Every field can be set from a YAML recipe or the command line with [`~trl.TrlParser`].
+
+    Parameters:
+        > Parameters that control the rollouts
+
+        num_generations (`int`, *optional*, defaults to `8`):
+            Number of rollouts `G` sampled per prompt. The rollouts of a prompt are contiguous rows of the generation
+            batch, so `per_device_train_batch_size * num_processes * gradient_accumulation_steps` (the number of
+            rollouts per optimizer step) must be a multiple of it. `per_device_train_batch_size` counts rollouts, not
+            prompts.
+        num_generations_eval (`int`, *optional*):
+            Number of rollouts per prompt during evaluation. Defaults to `num_generations`; `per_device_eval_batch_size
+            * num_processes` must be a multiple of it.
+
+        > Parameters that control the teacher views
+
+        crop_column (`str`, *optional*, defaults to `"crop"`):
+            Dataset column holding the positive evidence image `z+` (a crop around the question-relevant region).
+            Point it at a random-crop column to run the paper's "random evidence" ablation (Table 2).
+        negative_crop_column (`str`, *optional*, defaults to `"negative_crop"`):
+            Dataset column holding the negative evidence image `z-` (an equal-size region away from the target, taken
+            after a 2x downsample). Not read when `evidence_alpha` is `0`.
+        teacher_crop_prefix (`str`, *optional*, defaults to the first half of the paper's Fig. 4 sentence):
+            Text placed after the question and before the crop image in the teacher's user turn.
+        teacher_crop_suffix (`str`, *optional*, defaults to the second half of the paper's Fig. 4 sentence):
+            Text placed after the crop image.
+        teacher_batch_size (`int`, *optional*):
+            Number of rollouts per teacher forward pass when replaying the views. Defaults to
+            `per_device_train_batch_size`. Lower it if the teacher's long multimodal contexts run out of memory.
+
+        > Parameters that control the evidence gate
+
+        evidence_alpha (`float`, *optional*, defaults to `1.0`):
+            Gain of the gate `w = clip(1 + alpha * a, w_min, w_max)`. `1.0` is the paper (eq. 20), `0.5` reproduces
+            the official code, and `0.0` switches gating off: every weight is 1, which is plain on-policy distillation
+            from the positive view, and the negative-view teacher pass is skipped.
+        evidence_gamma (`float`, *optional*, defaults to `1.0`):
+            Token score `relu(d) - gamma * relu(-d)` with `d` the positive/negative log-probability gap. `1.0` is the
+            plain gap of eq. 18; larger values penalise tokens that the negative view supports better.
+        evidence_weight_min (`float`, *optional*, defaults to `0.0`):
+            Lower clip bound `w_min` of the gate. Must lie in `[0, 1]`.
+        evidence_weight_max (`float`, *optional*, defaults to `2.0`):
+            Upper clip bound `w_max` of the gate. Must be at least `1`.
+        evidence_eps (`float`, *optional*, defaults to `1e-6`):
+            Added to each group's standard deviation (eq. 19).
+        evidence_std (`str`, *optional*, defaults to `"population"`):
+            Standard deviation used in eq. 19: `"population"` (divide by `G`, the official code) or `"sample"` (divide
+            by `G - 1`).
+
+        > Parameters that control the loss
+
+        loss_type (`str`, *optional*, defaults to `"sampled_token"`):
+            `"sampled_token"`: the surrogate `w * sg[lp_s - lp_t] * lp_s` on the sampled tokens (eq. 24, the paper's
+            training loss). `"full_reverse_kl"`: the exact full-vocabulary reverse KL against the positive view, each
+            rollout's tokens weighted by its gate (eq. 22); it keeps the positive view's teacher hidden states of the
+            generation batch in memory.
+        loss_aggregation (`str`, *optional*, defaults to `"sequence"`):
+            `"sequence"`: mean over rollouts of each rollout's token mean (eqs. 22 and 24). `"token"`: one mean over all
+            completion tokens of the batch (the official code), so longer rollouts weigh more.
+        log_ratio_clip (`float`, *optional*):
+            If set, the detached log-ratio `lp_s - lp_t` of the sampled-token loss is clamped to
+            `[-log_ratio_clip, log_ratio_clip]` (the official code uses `10`). Only for `loss_type="sampled_token"`.
+
+    > [!NOTE]
+    > V-Zero uses these inherited fields with the meaning they have in [`~trl.DistillationConfig`]: `beta` must stay
+    > `1.0` (reverse KL), `temperature` applies to sampling and to every log-probability (keep `1.0` as the paper),
+    > and `chat_template_kwargs` (e.g. `{"enable_thinking": false}` for Qwen3.5) applies to the student prompt and to
+    > both teacher views alike.
+    """
+
+    # Parameters that control the rollouts
+    num_generations: int = field(
+        default=8,
+        metadata={"help": "Number of rollouts G sampled per prompt; they form one group for the evidence gate."},
+    )
+    num_generations_eval: int | None = field(
+        default=None,
+        metadata={"help": "Number of rollouts per prompt during evaluation. Defaults to `num_generations`."},
+    )
+
+    # Parameters that control the teacher views
+    crop_column: str = field(
+        default="crop",
+        metadata={"help": "Dataset column with the positive evidence crop z+."},
+    )
+    negative_crop_column: str = field(
+        default="negative_crop",
+        metadata={"help": "Dataset column with the negative evidence crop z- (not read when evidence_alpha is 0)."},
+    )
+    teacher_crop_prefix: str = field(
+        default=TEACHER_CROP_PREFIX,
+        metadata={"help": "Teacher text between the question and the crop image (paper Fig. 4)."},
+    )
+    teacher_crop_suffix: str = field(
+        default=TEACHER_CROP_SUFFIX,
+        metadata={"help": "Teacher text after the crop image (paper Fig. 4)."},
+    )
+    teacher_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Rollouts per teacher forward pass. Defaults to per_device_train_batch_size."},
+    )
+
+    # Parameters that control the evidence gate
+    evidence_alpha: float = field(
+        default=1.0,
+        metadata={
+            "help": "Gate gain: w = clip(1 + alpha * a, w_min, w_max). 1 = paper, 0.5 = official code, 0 = off."
+        },
+    )
+    evidence_gamma: float = field(
+        default=1.0,
+        metadata={"help": "Token score relu(d) - gamma * relu(-d); 1 gives the plain gap of eq. 18."},
+    )
+    evidence_weight_min: float = field(
+        default=0.0,
+        metadata={"help": "Lower clip bound of the gate, in [0, 1]."},
+    )
+    evidence_weight_max: float = field(
+        default=2.0,
+        metadata={"help": "Upper clip bound of the gate, at least 1."},
+    )
+    evidence_eps: float = field(
+        default=1e-6,
+        metadata={"help": "Added to each group's standard deviation (eq. 19)."},
+    )
+    evidence_std: Literal["population", "sample"] = field(
+        default="population",
+        metadata={"help": "Standard deviation of eq. 19: 'population' (official code) or 'sample' (Bessel)."},
+    )
+
+    # Parameters that control the loss
+    loss_type: Literal["sampled_token", "full_reverse_kl"] = field(
+        default="sampled_token",
+        metadata={"help": "'sampled_token' (eq. 24) or 'full_reverse_kl' (eq. 22, gate applied per rollout)."},
+    )
+    loss_aggregation: Literal["sequence", "token"] = field(
+        default="sequence",
+        metadata={"help": "'sequence' (mean of per-rollout token means, eq. 24) or 'token' (official code)."},
+    )
+    log_ratio_clip: float | None = field(
+        default=None,
+        metadata={"help": "Clamp of the detached sampled log-ratio (official code: 10). Sampled-token loss only."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.num_generations_eval = self.num_generations_eval or self.num_generations
+        _check_choice("evidence_std", self.evidence_std, ("population", "sample"))
+        _check_choice("loss_type", self.loss_type, ("sampled_token", "full_reverse_kl"))
+        _check_choice("loss_aggregation", self.loss_aggregation, ("sequence", "token"))
+
+        if self.num_generations < 1 or self.num_generations_eval < 1:
+            raise ValueError(
+                f"`num_generations` ({self.num_generations}) and `num_generations_eval` ({self.num_generations_eval}) "
+                "must be at least 1."
+            )
+        if self.evidence_alpha < 0:
+            raise ValueError(
+                f"`evidence_alpha` must be >= 0, got {self.evidence_alpha}. Use 1.0 (paper), 0.5 (official code) or 0 "
+                "to switch gating off."
+            )
+        if self.evidence_alpha > 0 and min(self.num_generations, self.num_generations_eval) < 2:
+            raise ValueError(
+                f"Evidence gating ranks the rollouts of a prompt against each other, so it needs at least 2 per prompt, "
+                f"got num_generations={self.num_generations} and num_generations_eval={self.num_generations_eval}. "
+                "Raise them, or set `evidence_alpha=0` for plain on-policy distillation."
+            )
+        if self.evidence_gamma < 0:
+            raise ValueError(f"`evidence_gamma` must be >= 0 (1.0 gives eq. 18), got {self.evidence_gamma}.")
+        if not 0 <= self.evidence_weight_min <= 1 <= self.evidence_weight_max:
+            raise ValueError(
+                f"The gate bounds must satisfy 0 <= evidence_weight_min <= 1 <= evidence_weight_max, got "
+                f"evidence_weight_min={self.evidence_weight_min} and evidence_weight_max={self.evidence_weight_max}: "
+                "a rollout as grounded as its siblings keeps weight 1, and no weight is negative. The paper uses 0 and 2."
+            )
+        if self.evidence_eps <= 0:
+            raise ValueError(f"`evidence_eps` must be > 0, got {self.evidence_eps}.")
+        if self.log_ratio_clip is not None and self.log_ratio_clip <= 0:
+            raise ValueError(f"`log_ratio_clip` must be > 0 or None, got {self.log_ratio_clip}.")
+        if self.log_ratio_clip is not None and self.loss_type != "sampled_token":
+            raise ValueError(
+                f"`log_ratio_clip` ({self.log_ratio_clip}) only applies to loss_type='sampled_token', got "
+                f"loss_type={self.loss_type!r}. Unset it, or use the sampled-token loss."
+            )
+        if self.beta != 1.0:
+            raise ValueError(
+                f"V-Zero distills with the reverse KL, so `beta` must be 1.0, got {self.beta}. Remove `beta` from the "
+                "config."
+            )
+        if not self.crop_column or not self.negative_crop_column:
+            raise ValueError(
+                f"`crop_column` ({self.crop_column!r}) and `negative_crop_column` ({self.negative_crop_column!r}) must "
+                "name dataset columns."
+            )
+        if self.evidence_alpha > 0 and self.crop_column == self.negative_crop_column:
+            raise ValueError(
+                f"`crop_column` and `negative_crop_column` are both {self.crop_column!r}: the gate would compare a view "
+                "with itself and every weight would be 1. Point `negative_crop_column` at the negative crops."
+            )
+        if self.teacher_batch_size is not None and self.teacher_batch_size < 1:
+            raise ValueError(f"`teacher_batch_size` must be >= 1 or None, got {self.teacher_batch_size}.")
+        if self.auto_find_batch_size:
+            raise ValueError(
+                "`auto_find_batch_size` is not supported: it shrinks the batch on out-of-memory errors, which would "
+                "split prompt groups. Set it to False and lower `per_device_train_batch_size` (keeping the generation "
+                "batch a multiple of `num_generations`)."
+            )
+
+        generation_batch_size = self.per_device_train_batch_size * self.world_size * self.gradient_accumulation_steps
+        if generation_batch_size % self.num_generations != 0:
+            raise ValueError(
+                f"The generation batch, per_device_train_batch_size ({self.per_device_train_batch_size}) x "
+                f"num_processes ({self.world_size}) x gradient_accumulation_steps ({self.gradient_accumulation_steps})"
+                f" = {generation_batch_size} rollouts, must be a multiple of num_generations ({self.num_generations}) "
+                "so that every prompt contributes all of its rollouts to one optimizer step. Change one of them."
+            )
+        eval_batch_size = self.per_device_eval_batch_size * self.world_size
+        if self.eval_strategy != "no" and eval_batch_size % self.num_generations_eval != 0:
+            raise ValueError(
+                f"The evaluation batch, per_device_eval_batch_size ({self.per_device_eval_batch_size}) x "
+                f"num_processes ({self.world_size}) = {eval_batch_size}, must be a multiple of num_generations_eval "
+                f"({self.num_generations_eval}). Change one of them."
+            )
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, choices))}, got {value!r}.")

@@ -1,0 +1,438 @@
+"""`VZeroTrainer`: on-policy distillation of a vision-language student with contrastive evidence gating."""
+
+import textwrap
+from typing import Any
+
+import torch
+from datasets import Dataset, IterableDataset
+from torch.utils.data import DataLoader, Sampler
+from transformers import PreTrainedModel, ProcessorMixin, TrainerCallback
+from trl import DistillationTrainer
+from trl.trainer.utils import RepeatSampler, repeat_iterable_dataset
+
+from . import processors  # noqa: F401  (lets AutoProcessor load the torchvision-free processor of the tiny models)
+from .config import VZeroConfig
+from .gating import constant_groups, evidence_scores, evidence_weights
+from .losses import sampled_token_loss, weighted_aggregate
+from .scoring import completion_logps, completion_reverse_kl
+from .views import check_dataset_columns, check_row, student_messages, teacher_messages, truncate_at_tokens
+
+
+# Model inputs that the processor returns besides the token ids and that `_get_last_hidden_state` accepts.
+MULTIMODAL_KEYS = (
+    "pixel_values",
+    "image_grid_thw",
+    "pixel_attention_mask",
+    "spatial_shapes",
+    "image_sizes",
+    "token_type_ids",
+    "mm_token_type_ids",
+    "image_position_ids",
+)
+# Per-token type ids are aligned with the prompt, so they are extended with zeros over the completion.
+TOKEN_TYPE_KEYS = ("token_type_ids", "mm_token_type_ids")
+# Config attributes naming vision placeholder tokens, which the student must never sample.
+VISION_TOKEN_ATTRIBUTES = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+
+
+class VZeroTrainer(DistillationTrainer):
+    """
+    Trainer for V-Zero: answer-label-free on-policy distillation with contrastive evidence gating.
+
+    The student samples `num_generations` rollouts per prompt from the full image. The teacher replays every rollout
+    twice, with the positive crop and with the negative crop appended to the prompt; the per-token log-probability gap,
+    averaged per rollout and standardised within each prompt's group, becomes a gate `w = clip(1 + alpha * a, w_min,
+    w_max)` that weights a sampled-token reverse-KL distillation loss against the positive view (eqs. 14-24).
+
+    Differences from [`~trl.DistillationTrainer`]:
+
+    - samplers and loaders repeat each prompt `num_generations` times, contiguously (train and eval);
+    - `_generate_and_score_completions` also scores both teacher views and computes the gates once per generation
+      batch, over whole groups gathered from all processes;
+    - `_compute_loss` computes the gated loss from the student's sampled-token log-probabilities (or the gated full
+      reverse KL), normalised so that gradient accumulation and data parallelism give the same update as one batch;
+    - `_generate_single_turn` never lets a vision placeholder token into a completion;
+    - evidence metrics are logged under `evidence/*` and the sampled reverse KL under `distillation/reverse_kl`.
+
+    Example:
+
+    ```python
+    >>> from vzero_trl import VZeroConfig, VZeroTrainer
+    >>> from vzero_trl.synthetic import make_dataset
+
+    >>> trainer = VZeroTrainer(
+    ...     model="Qwen/Qwen3.5-4B",
+    ...     teacher_model="Qwen/Qwen3.5-27B",
+    ...     args=VZeroConfig(output_dir="vzero-4b", num_generations=8, per_device_train_batch_size=8),
+    ...     train_dataset=make_dataset(256),
+    ... )
+    >>> trainer.train()
+    ```
+
+    Args:
+        model (`str`, [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
+            Vision-language student, loaded as in [`~trl.DistillationTrainer`].
+        teacher_model (`str` or [`~transformers.PreTrainedModel`]):
+            Vision-language teacher sharing the student's vocabulary and processor (e.g. a larger model of the same
+            family). Loaded with `args.teacher_model_init_kwargs` when given as a string.
+        args ([`VZeroConfig`], *optional*):
+            Configuration. Defaults to `VZeroConfig("<model name>-VZero")`.
+        train_dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
+            Rows with `prompt` (conversational), `image` (or `images`) and the evidence columns named by
+            `args.crop_column` and `args.negative_crop_column`; see the README's dataset schema.
+        eval_dataset ([`~datasets.Dataset`], [`~datasets.IterableDataset`] or `dict` of them, *optional*):
+            Same schema as `train_dataset`.
+        processing_class ([`~transformers.ProcessorMixin`], *optional*):
+            The student's processor, with `padding_side="left"`. Loaded from `model` when `None`.
+        callbacks, optimizers, quantization_config, peft_config:
+            As in [`~trl.DistillationTrainer`]. LoRA students are supported (not on `lm_head`).
+    """
+
+    _tag_names = ["trl", "distillation", "v-zero"]
+    _name = "V-Zero"
+    _paper = {
+        "title": (
+            "V-Zero: Answer-Label-Free On-Policy Distillation with Contrastive Evidence Gating for Fine-Grained Visual "
+            "Reasoning"
+        ),
+        # docstyle-ignore
+        "citation": textwrap.dedent("""\
+            @misc{sun2026vzero,
+                title        = {{V-Zero: Answer-Label-Free On-Policy Distillation with Contrastive Evidence Gating for Fine-Grained Visual Reasoning}},
+                author       = {Haoxiang Sun and Zhihang Yi and Langxuan Deng and Yuhao Zhou and Peiqi Jia and Jian Zhao and Li Yuan and Jiancheng Lv and Tao Wang},
+                year         = 2026,
+                url          = {https://github.com/eVI-group-SCU/V-Zero},
+            }"""),
+    }
+
+    def __init__(
+        self,
+        model: "str | PreTrainedModel",
+        teacher_model: str | PreTrainedModel,
+        args: VZeroConfig | None = None,
+        train_dataset: Dataset | IterableDataset | None = None,
+        eval_dataset: Dataset | IterableDataset | dict[str, Dataset | IterableDataset] | None = None,
+        processing_class: ProcessorMixin | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
+        quantization_config: Any = None,
+        peft_config: Any = None,
+    ):
+        if args is None:
+            model_name = model if isinstance(model, str) else model.config._name_or_path
+            args = VZeroConfig(f"{model_name.rstrip('/').split('/')[-1]}-VZero")
+        if not isinstance(args, VZeroConfig):
+            raise TypeError(f"`args` must be a VZeroConfig, got {type(args).__name__}.")
+        if teacher_model is None:
+            raise ValueError("V-Zero needs a local `teacher_model` to replay the rollouts under both evidence views.")
+        self._crop_columns = [args.crop_column] + ([args.negative_crop_column] if args.evidence_alpha > 0 else [])
+        check_dataset_columns(train_dataset, self._crop_columns, "train_dataset")
+        check_dataset_columns(eval_dataset, self._crop_columns, "eval_dataset")
+
+        super().__init__(
+            model=model,
+            teacher_model=teacher_model,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            quantization_config=quantization_config,
+            peft_config=peft_config,
+        )
+        if not self._is_vlm:
+            raise ValueError(
+                f"V-Zero replays rollouts with images, so `processing_class` must be a multimodal processor "
+                f"(a ProcessorMixin such as Qwen3VLProcessor), got {type(self.processing_class).__name__}."
+            )
+        if self._tokenizer.padding_side != "left":
+            raise ValueError(
+                f"The processor pads on the {self._tokenizer.padding_side!r}; V-Zero aligns completions behind "
+                "left-padded prompts. Load it with `AutoProcessor.from_pretrained(..., padding_side='left')`."
+            )
+
+        config = self.accelerator.unwrap_model(self.model).config.to_dict()
+        self._vision_token_ids = {config[name] for name in VISION_TOKEN_ATTRIBUTES if config.get(name) is not None}
+        suppressed = sorted(set(self.generation_kwargs.get("suppress_tokens") or []) | self._vision_token_ids)
+        self.generation_kwargs["suppress_tokens"] = suppressed
+        self.generation_config.suppress_tokens = suppressed
+        self._reverse_kl_stats = None
+
+    def _set_signature_columns_if_needed(self):
+        # Keep the evidence columns (and `id`, used in error messages) if `remove_unused_columns` is turned on.
+        if self._signature_columns is None:
+            self._signature_columns = ["prompt", "image", "images", "id", *self._crop_columns]
+
+    # Grouped sampling: each prompt appears `num_generations` times in a row, so rows [k * G, (k + 1) * G) of the
+    # gathered generation batch are one prompt's rollouts, whichever process generated them.
+
+    def _generation_batch_size(self) -> int:
+        return (
+            self.args.per_device_train_batch_size
+            * self.accelerator.num_processes
+            * self.args.gradient_accumulation_steps
+        )
+
+    def _get_train_sampler(self, dataset: Dataset | None = None) -> Sampler:
+        return RepeatSampler(
+            data_source=self.train_dataset if dataset is None else dataset,
+            mini_repeat_count=self.args.num_generations,
+            batch_size=self._generation_batch_size() // self.args.num_generations,
+            repeat_count=self.args.gradient_accumulation_steps,
+            shuffle=self.shuffle_dataset,
+            seed=self.args.seed,
+        )
+
+    def _get_eval_sampler(self, eval_dataset) -> Sampler:
+        return RepeatSampler(
+            data_source=eval_dataset, mini_repeat_count=self.args.num_generations_eval, seed=self.args.seed
+        )
+
+    def get_train_dataloader(self) -> DataLoader:
+        if not isinstance(self.train_dataset, IterableDataset):
+            return super().get_train_dataloader()  # map-style: grouping comes from `_get_train_sampler`
+        # A stream cannot take a sampler, so the stream itself is reordered like `_get_train_sampler` orders indices.
+        dataset = self.train_dataset.shuffle(seed=self.args.seed) if self.shuffle_dataset else self.train_dataset
+        dataset = repeat_iterable_dataset(
+            dataset,
+            mini_repeat_count=self.args.num_generations,
+            batch_size=self._generation_batch_size() // self.args.num_generations,
+            repeat_count=self.args.gradient_accumulation_steps,
+        )
+        return self._get_dataloader(
+            dataset=dataset,
+            description="Training",
+            batch_size=self._train_batch_size * self.args.gradient_accumulation_steps,
+            sampler_fn=self._get_train_sampler,
+            is_training=True,
+        )
+
+    def get_eval_dataloader(self, eval_dataset: str | Dataset | IterableDataset | None = None) -> DataLoader:
+        if isinstance(eval_dataset, str):
+            dataset = self.eval_dataset[eval_dataset]
+        else:
+            dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        if not isinstance(dataset, IterableDataset):
+            return super().get_eval_dataloader(eval_dataset)  # map-style: grouping comes from `_get_eval_sampler`
+        dataset = repeat_iterable_dataset(
+            dataset.shuffle(seed=self.args.seed), mini_repeat_count=self.args.num_generations_eval
+        )
+        self.accelerator.dataloader_config.dispatch_batches = False
+        num_workers, self.args.dataloader_num_workers = self.args.dataloader_num_workers, 0  # keep groups in order
+        try:
+            return self._get_dataloader(
+                dataset=dataset,
+                description="Evaluation",
+                batch_size=self.args.eval_batch_size,
+                sampler_fn=self._get_eval_sampler,
+                dataloader_key=eval_dataset if isinstance(eval_dataset, str) else "eval",
+            )
+        finally:
+            self.args.dataloader_num_workers = num_workers
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, has_tool_images=False):
+        completion_ids = super()._generate_single_turn(prompt_ids, images, multimodal_fields, has_tool_images)
+        # Generation suppresses vision tokens, but vLLM ignores the transformers suppression list.
+        completion_ids, num_cut = truncate_at_tokens(
+            completion_ids, self._vision_token_ids, self._tokenizer.eos_token_id
+        )
+        num_cut = self.accelerator.gather(torch.tensor(num_cut, device=self.accelerator.device)).sum()
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["completions/vision_token_cut_frac"].append(
+            num_cut.item() / (len(completion_ids) * self.accelerator.num_processes)
+        )
+        return completion_ids
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        for index, row in enumerate(inputs):
+            check_row(row, self._crop_columns, index)
+        output = super()._generate_and_score_completions(inputs)
+
+        mode = "train" if self.model.training else "eval"
+        num_generations = self.args.num_generations if mode == "train" else self.args.num_generations_eval
+        completion_ids, mask = output["completion_ids"], output["completion_mask"]
+        prompts = [student_messages(row) for row in inputs]
+        keep_hidden = self.args.loss_type == "full_reverse_kl"
+
+        pos_logps, pos_hidden = self._score_teacher_view(
+            prompts, [row[self.args.crop_column] for row in inputs], completion_ids, mask, keep_hidden
+        )
+        local_rows = len(inputs)
+        if self.args.evidence_alpha > 0:
+            neg_logps, _ = self._score_teacher_view(
+                prompts, [row[self.args.negative_crop_column] for row in inputs], completion_ids, mask, False
+            )
+            scores = evidence_scores(pos_logps, neg_logps, mask, gamma=self.args.evidence_gamma)
+            # The gate needs whole groups, which may straddle processes: gather, gate, keep this process's rows.
+            all_scores = self.accelerator.gather(scores)
+            all_weights = evidence_weights(
+                all_scores,
+                num_generations,
+                alpha=self.args.evidence_alpha,
+                w_min=self.args.evidence_weight_min,
+                w_max=self.args.evidence_weight_max,
+                eps=self.args.evidence_eps,
+                std=self.args.evidence_std,
+            )
+            start = self.accelerator.process_index * local_rows
+            weights = all_weights[start : start + local_rows]
+        else:  # gating off: plain on-policy distillation from the positive view, no negative pass
+            neg_logps = all_scores = None
+            weights = torch.ones(local_rows, device=pos_logps.device)
+            all_weights = self.accelerator.gather(weights)
+        self._log_evidence_metrics(mode, mask, pos_logps, neg_logps, all_scores, all_weights, num_generations)
+
+        output["teacher_logps"] = pos_logps
+        output["evidence_weights"] = weights
+        output["num_sequences_in_batch"] = self.accelerator.gather(
+            torch.tensor(local_rows, device=pos_logps.device)
+        ).sum()
+        if keep_hidden:
+            output["teacher_hidden_states"] = pos_hidden
+        return output
+
+    @torch.no_grad()
+    def _score_teacher_view(
+        self,
+        prompts: list[list[dict[str, Any]]],
+        crops: list,
+        completion_ids: torch.Tensor,
+        completion_mask: torch.Tensor,
+        keep_hidden: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """
+        Teacher log-probabilities `(B, C)` of the rollouts under one evidence view, and optionally the teacher's hidden
+        states `(B, C, H_t)`. Each chunk of `teacher_batch_size` rows is tokenised with one processor call (left padded,
+        so `[teacher prompt | completion]` puts every completion token at the same position as in the student's
+        sequence, counted from the right) and never holds more than its own pixels.
+        """
+        self.teacher_model.eval()
+        teacher = self.accelerator.unwrap_model(self.teacher_model)
+        chunk = self.args.teacher_batch_size or self.args.per_device_train_batch_size
+        num_completion_tokens = completion_ids.size(1)
+        logps, hidden = [], []
+        for start in range(0, len(prompts), chunk):
+            rows = slice(start, start + chunk)
+            messages = [
+                teacher_messages(prompt, crop, self.args.teacher_crop_prefix, self.args.teacher_crop_suffix)
+                for prompt, crop in zip(prompts[rows], crops[rows], strict=True)
+            ]
+            view = self.processing_class.apply_chat_template(
+                messages,
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=True,
+                return_tensors="pt",
+                processor_kwargs={"padding": True},
+                **self.chat_template_kwargs,
+            ).to(self.accelerator.device)
+            extra = {key: view[key] for key in MULTIMODAL_KEYS if key in view}
+            for key in TOKEN_TYPE_KEYS:
+                if key in extra:
+                    extra[key] = torch.cat([extra[key], extra[key].new_zeros(completion_ids[rows].shape)], dim=1)
+            hidden_states = self._forward_redirection(
+                self.teacher_model,
+                teacher,
+                self._get_last_hidden_state,
+                teacher,
+                torch.cat([view["input_ids"], completion_ids[rows]], dim=1),
+                torch.cat([view["attention_mask"], completion_mask[rows]], dim=1),
+                num_completion_tokens,
+                **extra,
+            )
+            chunk_logps, _ = completion_logps(
+                hidden_states,
+                teacher.get_output_embeddings(),
+                completion_ids[rows],
+                completion_mask[rows],
+                self.temperature,
+            )
+            logps.append(chunk_logps)
+            if keep_hidden:
+                hidden.append(hidden_states)
+        return torch.cat(logps), (torch.cat(hidden) if keep_hidden else None)
+
+    def _log_evidence_metrics(self, mode, mask, pos_logps, neg_logps, all_scores, all_weights, num_generations):
+        gather = self.accelerator.gather
+        metrics = self._metrics[mode]
+        valid = mask.bool()
+        num_tokens = gather(valid.sum()).sum().clamp(min=1)
+        metrics["evidence/teacher_pos_logp_mean"].append((gather(pos_logps[valid].sum()).sum() / num_tokens).item())
+        metrics["evidence/weight_mean"].append(all_weights.mean().item())
+        metrics["evidence/weight_min"].append(all_weights.min().item())
+        metrics["evidence/weight_max"].append(all_weights.max().item())
+        metrics["evidence/weight_at_min_frac"].append(
+            (all_weights <= self.args.evidence_weight_min).float().mean().item()
+        )
+        metrics["evidence/weight_at_max_frac"].append(
+            (all_weights >= self.args.evidence_weight_max).float().mean().item()
+        )
+        if neg_logps is None:
+            return
+        gap = (pos_logps - neg_logps)[valid]
+        metrics["evidence/teacher_neg_logp_mean"].append((gather(neg_logps[valid].sum()).sum() / num_tokens).item())
+        metrics["evidence/delta_mean"].append((gather(gap.sum()).sum() / num_tokens).item())
+        metrics["evidence/delta_pos_frac"].append((gather((gap > 0).sum()).sum() / num_tokens).item())
+        metrics["evidence/score_mean"].append(all_scores.mean().item())
+        metrics["evidence/score_std"].append(all_scores.std(correction=0).item())
+        zero_std = constant_groups(all_scores, num_generations).float().mean()
+        metrics["evidence/zero_std_group_frac"].append(zero_std.item())
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        # Reduced here, outside the DDP-wrapped forward where `_compute_loss` runs, as the base class does for entropy.
+        kl_sum, num_tokens = self._reverse_kl_stats
+        kl_sum = self.accelerator.gather_for_metrics(kl_sum).sum()
+        num_tokens = self.accelerator.gather_for_metrics(num_tokens).sum()
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["distillation/reverse_kl"].append((kl_sum / num_tokens.clamp(min=1)).item())
+        return result
+
+    def _compute_loss(self, unwrapped_student, inputs, num_items_in_batch):
+        completion_ids, mask = inputs["completion_ids"], inputs["completion_mask"]
+        hidden_states = self._get_last_hidden_state(
+            unwrapped_student,
+            torch.cat([inputs["prompt_ids"], completion_ids], dim=1),
+            torch.cat([inputs["prompt_mask"], mask], dim=1),
+            completion_ids.size(1),
+            **{key: inputs[key] for key in MULTIMODAL_KEYS if key in inputs},
+        )
+        lm_head = unwrapped_student.get_output_embeddings()
+
+        # The base `compute_loss` passes the generation batch's token count divided by the number of processes; a
+        # micro-batch's sum divided by the global count makes accumulation and DDP averaging give the global mean.
+        normalizer = None
+        if self.model.training and num_items_in_batch is not None:
+            if self.args.loss_aggregation == "token":
+                normalizer = num_items_in_batch
+            else:
+                normalizer = inputs["num_sequences_in_batch"] / self.accelerator.num_processes
+
+        if self.args.loss_type == "sampled_token":
+            student_logps, entropy = completion_logps(
+                hidden_states, lm_head, completion_ids, mask, self.temperature, with_entropy=True
+            )
+            loss = sampled_token_loss(
+                student_logps,
+                inputs["teacher_logps"],
+                mask,
+                inputs["evidence_weights"],
+                aggregation=self.args.loss_aggregation,
+                log_ratio_clip=self.args.log_ratio_clip,
+                normalizer=normalizer,
+            )
+            per_token_kl = (student_logps - inputs["teacher_logps"]).detach()  # sampled estimate of KL(s || t)
+        else:
+            teacher_lm_head = self.accelerator.unwrap_model(self.teacher_model).get_output_embeddings()
+            per_token_kl, entropy = completion_reverse_kl(
+                hidden_states, lm_head, inputs["teacher_hidden_states"], teacher_lm_head, mask, self.temperature
+            )
+            loss = weighted_aggregate(
+                per_token_kl, mask, inputs["evidence_weights"], self.args.loss_aggregation, normalizer
+            )
+            per_token_kl = per_token_kl.detach()
+
+        valid = mask.bool()
+        self._reverse_kl_stats = (per_token_kl[valid].sum(), valid.sum())
+        return loss, entropy[valid].sum(), valid.sum()

@@ -1,0 +1,158 @@
+"""The student and teacher views of a V-Zero example, and the checks that keep bad rows out of training.
+
+The student sees the full image and the question. Each teacher view is the student's prompt with the evidence appended
+to its last user turn (paper Fig. 4): `[full image, question, prefix, crop image, suffix]`. The positive and negative
+views differ only in the crop image, so the gap between their log-probabilities measures how much the rollout depends
+on the question-relevant region.
+
+Dataset schema (one row per prompt): `prompt` (conversational, one user turn with the question text), `image` (the full
+image; or `images`, a list), the positive crop and the negative crop (column names from the config); optional `bbox`,
+`answer` (evaluation only, never read by training) and `id`.
+"""
+
+import copy
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import datasets
+from PIL import Image
+from trl.data_utils import is_conversational, prepare_multimodal_messages
+
+
+def student_messages(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """
+    The student's multimodal prompt: the row's conversation with its image(s) inserted before the first user text,
+    exactly as `trl.DistillationTrainer` builds it.
+
+    Args:
+        row (`dict`):
+            A dataset row with `prompt` and `image` (one image) or `images` (a list).
+
+    Returns:
+        `list[dict]`: messages whose contents are lists of `{"type": "text" | "image", ...}` blocks.
+    """
+    images = row["images"] if "images" in row else [row["image"]]
+    return prepare_multimodal_messages(row["prompt"], images=images)
+
+
+def teacher_messages(
+    student_prompt: list[dict[str, Any]], crop: Image.Image, prefix: str, suffix: str
+) -> list[dict[str, Any]]:
+    """
+    A teacher view: the student's multimodal prompt with `[prefix, crop, suffix]` appended to its last user turn.
+
+    Args:
+        student_prompt (`list[dict]`):
+            Output of [`student_messages`]. It is not modified.
+        crop (`PIL.Image.Image`):
+            Evidence image, positive or negative.
+        prefix (`str`):
+            Text before the crop image.
+        suffix (`str`):
+            Text after the crop image.
+
+    Returns:
+        `list[dict]`: the teacher's messages.
+    """
+    messages = copy.copy(student_prompt)
+    last_user = max(i for i, message in enumerate(messages) if message["role"] == "user")
+    evidence = [{"type": "text", "text": prefix}, {"type": "image", "image": crop}, {"type": "text", "text": suffix}]
+    messages[last_user] = {**messages[last_user], "content": [*messages[last_user]["content"], *evidence]}
+    return messages
+
+
+def check_dataset_columns(dataset: Any, crop_columns: Sequence[str], name: str) -> None:
+    """
+    Fail before training when a dataset lacks a column V-Zero reads or stores images in a non-image column.
+
+    Args:
+        dataset ([`~datasets.Dataset`], [`~datasets.IterableDataset`] or `dict` of them):
+            The train or eval dataset, or `None`.
+        crop_columns (`Sequence[str]`):
+            Evidence columns that must exist (the positive, and the negative unless gating is off).
+        name (`str`):
+            How the error calls the dataset, e.g. `"train_dataset"`.
+    """
+    if dataset is None:
+        return
+    if isinstance(dataset, dict):
+        for key, value in dataset.items():
+            check_dataset_columns(value, crop_columns, f"{name}[{key!r}]")
+        return
+    columns = dataset.column_names
+    if columns is None:  # a streaming dataset whose features are unknown until read: rows are checked per batch
+        return
+    missing = [c for c in ("prompt", *crop_columns) if c not in columns]
+    if "image" not in columns and "images" not in columns:
+        missing.append("image")
+    if missing:
+        raise ValueError(
+            f"{name} is missing the column(s) {missing}; it has {sorted(columns)}. V-Zero needs `prompt`, `image` (or "
+            f"`images`) and the evidence columns {list(crop_columns)}: set `crop_column` / `negative_crop_column` to "
+            "the names your dataset uses, or build the columns (see the README's dataset schema)."
+        )
+    features = dataset.features
+    for column in [*crop_columns, "image"]:
+        if column in columns and features is not None and not isinstance(features[column], datasets.Image):
+            raise ValueError(
+                f"{name} column {column!r} has feature type {features[column]}, but V-Zero needs images there. If it "
+                f"holds paths or bytes, cast it: `dataset = dataset.cast_column({column!r}, datasets.Image())`."
+            )
+
+
+def check_row(row: dict[str, Any], crop_columns: Iterable[str], index: int) -> None:
+    """
+    Reject a row the teacher cannot replay, naming the row and the field.
+
+    Args:
+        row (`dict`):
+            A raw dataset row as the trainer receives it.
+        crop_columns (`Iterable[str]`):
+            Evidence columns to check.
+        index (`int`):
+            Position of the row in its batch, used in the message when the row has no `id`.
+    """
+    where = f"row id={row['id']!r}" if "id" in row else f"row {index} of the batch"
+    if not is_conversational(row):
+        raise ValueError(
+            f"{where}: `prompt` must be conversational, e.g. [{{'role': 'user', 'content': question}}], got "
+            f"{row.get('prompt')!r:.200}."
+        )
+    if not any(message["role"] == "user" for message in row["prompt"]):
+        raise ValueError(f"{where}: `prompt` has no user turn to attach the evidence to.")
+    images = row["images"] if "images" in row else [row.get("image")]
+    for column, value in [*(("image", image) for image in images), *((c, row.get(c)) for c in crop_columns)]:
+        if not isinstance(value, Image.Image):
+            raise ValueError(
+                f"{where}: column {column!r} must hold a PIL image, got {type(value).__name__}. Store images in an "
+                f"`datasets.Image()` column (cast paths or bytes with `cast_column`) and drop rows without one."
+            )
+
+
+def truncate_at_tokens(completions: list[list[int]], stop_ids: set[int], fill_id: int) -> tuple[list[list[int]], int]:
+    """
+    Cut each completion before the first token in `stop_ids`.
+
+    A sampled vision placeholder (e.g. `<|image_pad|>`) has no image features behind it, so the teacher replay would
+    fail or be wrong. Generation suppresses these tokens, but some backends (vLLM) ignore the suppression.
+
+    Args:
+        completions (`list[list[int]]`):
+            Completion token ids.
+        stop_ids (`set[int]`):
+            Token ids that must not appear.
+        fill_id (`int`):
+            Token used when the cut leaves nothing (a completion must keep at least one token), normally EOS.
+
+    Returns:
+        `tuple[list[list[int]], int]`: the cut completions and how many were cut.
+    """
+    cut, num_cut = [], 0
+    for ids in completions:
+        stop = next((k for k, token in enumerate(ids) if token in stop_ids), None)
+        if stop is None:
+            cut.append(ids)
+        else:
+            cut.append(ids[:stop] or [fill_id])
+            num_cut += 1
+    return cut, num_cut
