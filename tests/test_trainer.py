@@ -468,11 +468,23 @@ def test_vision_tokens_are_never_sampled(tiny_models, tmp_path, dataset):
 # --- model card -------------------------------------------------------------------------------------------------------
 
 
-def test_model_card_names_the_method_and_cites_the_paper(tiny_models, tmp_path, dataset):
-    trainer = make_trainer(tiny_models, tmp_path, dataset)
-    trainer.create_model_card(model_name="tiny-vzero", dataset_name="synthetic")
+def test_model_card_describes_a_v_zero_vision_language_model(tiny_models, tmp_path, dataset):
+    trainer = make_trainer(tiny_models, tmp_path, dataset, evidence_alpha=0.5, loss_aggregation="token")
+    trainer.create_model_card(model_name="tiny-vzero", dataset_name="someone/vzero-data", tags=["custom"])
     card = (tmp_path / "out" / "README.md").read_text()
-    assert "v-zero" in card and "V-Zero" in card and "sun2026vzero" in card
+    metadata = card.split("---")[1]
+    assert "pipeline_tag: image-text-to-text" in metadata and "library_name: transformers" in metadata
+    for tag in ("v-zero", "trl", "distillation", "custom"):
+        assert f"- {tag}" in metadata
+    assert "- someone/vzero-data" in metadata  # a Hub dataset id goes into the card's metadata
+    assert "base_model" not in metadata  # the student is a local folder, not a Hub id
+    assert 'pipeline("image-text-to-text", model="tiny-vzero")' in card
+    assert f"`{tiny_models[1]}`" in card  # the teacher
+    assert "| `evidence_alpha` | 0.5 |" in card and "| `loss_aggregation` | token |" in card
+    assert (
+        "| `num_generations` | 4 |" in card and "| `prompts per step` | 1 |" in card and "| `max_steps` | 2 |" in card
+    )
+    assert "@misc{sun2026vzero," in card and "text-generation" not in card
 
 
 # --- bad input --------------------------------------------------------------------------------------------------------

@@ -1,16 +1,19 @@
 """`VZeroTrainer`: on-policy distillation of a vision-language student with contrastive evidence gating."""
 
+import os
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import torch
 from datasets import Dataset, IterableDataset
 from torch.utils.data import DataLoader, Sampler
-from transformers import PreTrainedModel, ProcessorMixin, TrainerCallback
+from transformers import PreTrainedModel, ProcessorMixin, TrainerCallback, is_wandb_available
 from trl import DistillationTrainer
-from trl.trainer.utils import RepeatSampler, repeat_iterable_dataset
+from trl.trainer.utils import RepeatSampler, get_config_model_id, get_trackio_space_url, repeat_iterable_dataset
 
 from . import processors  # noqa: F401  (lets AutoProcessor load the torchvision-free processor of the tiny models)
+from .card import build_model_card
 from .config import VZeroConfig
 from .gating import constant_groups, evidence_scores, evidence_weights
 from .losses import sampled_token_loss, weighted_aggregate
@@ -52,7 +55,8 @@ class VZeroTrainer(DistillationTrainer):
     - `_compute_loss` computes the gated loss from the student's sampled-token log-probabilities (or the gated full
       reverse KL), normalised so that gradient accumulation and data parallelism give the same update as one batch;
     - `_generate_single_turn` never lets a vision placeholder token into a completion;
-    - evidence metrics are logged under `evidence/*` and the sampled reverse KL under `distillation/reverse_kl`.
+    - evidence metrics are logged under `evidence/*` and the sampled reverse KL under `distillation/reverse_kl`;
+    - `create_model_card` writes an image-text-to-text card with the teacher and the V-Zero hyper-parameters.
 
     Example:
 
@@ -436,3 +440,29 @@ class VZeroTrainer(DistillationTrainer):
         valid = mask.bool()
         self._reverse_kl_stats = (per_token_kl[valid].sum(), valid.sum())
         return loss, entropy[valid].sum(), valid.sum()
+
+    def create_model_card(
+        self, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None
+    ):
+        """Write `output_dir/README.md`: the V-Zero card (the inherited one describes a text-generation model)."""
+        if not self.is_world_process_zero():
+            return
+        tags = {tags} if isinstance(tags, str) else set(tags or [])
+        wandb_url = None
+        if is_wandb_available():
+            import wandb
+
+            wandb_url = wandb.run.url if wandb.run is not None else None
+        card = build_model_card(
+            args=self.args,
+            model_name=model_name or Path(self.args.output_dir).name,
+            base_model=get_config_model_id(self.model.config),
+            teacher_model=get_config_model_id(self.accelerator.unwrap_model(self.teacher_model).config),
+            dataset_name=dataset_name,
+            tags=sorted(tags | set(self._tag_names)),
+            citation=self._paper["citation"],
+            num_processes=self.accelerator.num_processes,
+            wandb_url=wandb_url,
+            trackio_url=get_trackio_space_url(),
+        )
+        card.save(os.path.join(self.args.output_dir, "README.md"))

@@ -1,0 +1,32 @@
+# `make demo` and `make test` each create the virtual environment on first use: torch first (the CPU wheel, so pip does
+# not pull CUDA builds), then this package with its test extras. On a GPU machine, `make install TORCH=torch` keeps the
+# CUDA build that pip picks for the platform.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+# CPU torch on small VMs slows down 10-100x at random with more than one OpenMP thread.
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: install demo test quality clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/python -m vzero_trl.demo --output_dir outputs/demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+quality: install
+	$(BIN)/ruff check vzero_trl tests
+	$(BIN)/ruff format --check vzero_trl tests
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

@@ -1,0 +1,119 @@
+"""Model cards for V-Zero checkpoints: an image-text-to-text quick start, the teacher and the hyper-parameters used."""
+
+import importlib.resources
+import os
+import re
+from importlib.metadata import version
+
+from huggingface_hub import ModelCard, ModelCardData
+
+from .config import VZeroConfig
+
+
+# The fields that define a V-Zero run, in the order the card lists them.
+CARD_HYPERPARAMETERS = (
+    "num_generations",
+    "evidence_alpha",
+    "evidence_gamma",
+    "evidence_weight_min",
+    "evidence_weight_max",
+    "evidence_std",
+    "loss_type",
+    "loss_aggregation",
+    "log_ratio_clip",
+    "crop_column",
+    "negative_crop_column",
+    "learning_rate",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "max_completion_length",
+    "temperature",
+    "seed",
+)
+
+
+def hub_id(name_or_path: str | None) -> str | None:
+    """`name_or_path` if it names a Hub repository (`owner/name`, not a local folder), else `None`."""
+    if name_or_path and re.fullmatch(r"[\w.-]+/[\w.-]+", name_or_path) and not os.path.isdir(name_or_path):
+        return name_or_path
+    return None
+
+
+def build_model_card(
+    *,
+    args: VZeroConfig,
+    model_name: str,
+    base_model: str | None,
+    teacher_model: str,
+    dataset_name: str | None,
+    tags: list[str],
+    citation: str,
+    num_processes: int = 1,
+    wandb_url: str | None = None,
+    trackio_url: str | None = None,
+) -> ModelCard:
+    """
+    Render the V-Zero model card.
+
+    Args:
+        args ([`VZeroConfig`]):
+            The run's configuration; the fields of `CARD_HYPERPARAMETERS` are listed.
+        model_name (`str`):
+            Name of the trained model (the card's title).
+        base_model (`str`, *optional*):
+            Student checkpoint the run started from; linked when it is a Hub id.
+        teacher_model (`str`):
+            Teacher checkpoint (Hub id or local path).
+        dataset_name (`str`, *optional*):
+            Training dataset; linked when it is a Hub id.
+        tags (`list[str]`):
+            Hub tags.
+        citation (`str`):
+            BibTeX of the paper.
+        num_processes (`int`, *optional*, defaults to `1`):
+            Data-parallel processes, to state the number of rollouts per optimizer step.
+        wandb_url (`str`, *optional*), trackio_url (`str`, *optional*):
+            Links to the training curves.
+
+    Returns:
+        [`~huggingface_hub.ModelCard`]: the card, ready to `save` or `push_to_hub`.
+    """
+    base_model = hub_id(base_model)
+    hyperparameters = [(name, getattr(args, name)) for name in CARD_HYPERPARAMETERS]
+    length = ("max_steps", args.max_steps) if args.max_steps > 0 else ("num_train_epochs", args.num_train_epochs)
+    rollouts = args.per_device_train_batch_size * args.gradient_accumulation_steps * num_processes
+    hyperparameters += [
+        length,
+        ("num_processes", num_processes),
+        ("prompts per step", rollouts // args.num_generations),
+    ]
+    card_data = ModelCardData(
+        base_model=base_model,
+        datasets=[hub_id(dataset_name)] if hub_id(dataset_name) else None,
+        library_name="transformers",
+        pipeline_tag="image-text-to-text",
+        model_name=model_name,
+        tags=["generated_from_trainer", *tags],
+    )
+    template = importlib.resources.files("vzero_trl") / "templates" / "model_card.md"
+    return ModelCard.from_template(
+        card_data,
+        template_str=template.read_text(),
+        model_name=model_name,
+        model_id=args.hub_model_id or model_name,
+        base_model=base_model,
+        teacher_model=teacher_model,
+        teacher_is_hub=hub_id(teacher_model) is not None,
+        dataset_name=dataset_name,
+        dataset_is_hub=hub_id(dataset_name) is not None,
+        num_generations=args.num_generations,
+        hyperparameters=hyperparameters,
+        wandb_url=wandb_url,
+        trackio_url=trackio_url,
+        citation=citation,
+        vzero_trl_version=version("vzero_trl"),
+        trl_version=version("trl"),
+        transformers_version=version("transformers"),
+        pytorch_version=version("torch"),
+        datasets_version=version("datasets"),
+    )
