@@ -13,6 +13,7 @@ from vzero_trl.config import TEACHER_CROP_PREFIX, TEACHER_CROP_SUFFIX
 from vzero_trl.gating import evidence_scores, evidence_weights
 from vzero_trl.synthetic import make_dataset
 from vzero_trl.tiny import build_tiny_pair
+from vzero_trl.views import student_messages
 
 
 EVIDENCE_METRICS = [
@@ -83,13 +84,13 @@ def generation_batch(trainer, rows):
 # with the trainer's chunked, batched path.
 
 
-def reference_logps(model, processor, messages, completion):
-    """log pi(y_k | messages, y_<k) for each token of `completion` (a list of ids), one sequence alone, full logits."""
+def reference_logits(model, processor, messages, tokens):
+    """Full logits `(P + len(tokens), V)` of one sequence alone, `[prompt | tokens]`, and the prompt length `P`."""
     prompt = processor.apply_chat_template(
         [messages], add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
     )
-    ids = torch.cat([prompt["input_ids"], torch.tensor([completion])], dim=1)
-    token_types = torch.cat([prompt["mm_token_type_ids"], torch.zeros(1, len(completion), dtype=torch.long)], dim=1)
+    ids = torch.cat([prompt["input_ids"], torch.tensor([tokens], dtype=torch.long)], dim=1)
+    token_types = torch.cat([prompt["mm_token_type_ids"], torch.zeros(1, len(tokens), dtype=torch.long)], dim=1)
     with torch.no_grad():
         logits = model(
             input_ids=ids,
@@ -98,9 +99,20 @@ def reference_logps(model, processor, messages, completion):
             image_grid_thw=prompt["image_grid_thw"],
             mm_token_type_ids=token_types,
         ).logits[0]
-    start = prompt["input_ids"].size(1)
+    return logits, prompt["input_ids"].size(1)
+
+
+def reference_logps(model, processor, messages, completion):
+    """log pi(y_k | messages, y_<k) for each token of `completion` (a list of ids), one sequence alone, full logits."""
+    logits, start = reference_logits(model, processor, messages, completion)
     # Position p predicts token p + 1: completion token k sits at start + k and is predicted at start + k - 1.
     return [logits[start + k - 1].log_softmax(-1)[token].item() for k, token in enumerate(completion)]
+
+
+def full_distribution(model, processor, messages, prefix):
+    """log pi(. | messages, prefix) over the whole vocabulary."""
+    logits, _ = reference_logits(model, processor, messages, prefix)
+    return logits[-1].log_softmax(-1)
 
 
 def student_view(row):
@@ -151,9 +163,10 @@ def test_teacher_replay_matches_each_row_scored_alone(tiny_models, tmp_path, dat
     assert len({len(c) for c in completions}) > 1 or batch["completion_mask"].all(), "want ragged completions"
 
     teacher, processor = load(tiny_models[1])
+    scored = {}
     for crop_column in ("crop", "negative_crop"):
         batched, _ = trainer._score_teacher_view(
-            [trainer_row_prompt(row) for row in rows],
+            [student_messages(row) for row in rows],
             [row[crop_column] for row in rows],
             batch["completion_ids"],
             batch["completion_mask"],
@@ -163,23 +176,9 @@ def test_teacher_replay_matches_each_row_scored_alone(tiny_models, tmp_path, dat
             expected = reference_logps(teacher, processor, teacher_view(row, crop_column), completions[i])
             torch.testing.assert_close(batched[i, : len(completions[i])], torch.tensor(expected), atol=1e-5, rtol=0)
             assert (batched[i, len(completions[i]) :] == 0).all()
-    # The positive view is what the loss distils from.
-    assert torch.equal(
-        batch["teacher_logps"],
-        trainer._score_teacher_view(
-            [trainer_row_prompt(row) for row in rows],
-            [row["crop"] for row in rows],
-            batch["completion_ids"],
-            batch["completion_mask"],
-            keep_hidden=False,
-        )[0],
-    )
-
-
-def trainer_row_prompt(row):
-    from vzero_trl.views import student_messages
-
-    return student_messages(row)
+        scored[crop_column] = batched
+    assert torch.equal(batch["teacher_logps"], scored["crop"])  # the loss distils from the positive view
+    assert not torch.equal(scored["crop"], scored["negative_crop"])
 
 
 def test_first_completion_token_is_scored_after_the_full_teacher_prompt(tiny_models, tmp_path, dataset):
@@ -309,27 +308,13 @@ def test_full_reverse_kl_matches_eq_22(tiny_models, tmp_path, dataset):
     assert len(kls) == 2 and all(kl > 0 for kl in kls)  # the exact KL of two different models is positive
 
 
-def full_distribution(model, processor, messages, prefix):
-    prompt = processor.apply_chat_template(
-        [messages], add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
-    )
-    ids = torch.cat([prompt["input_ids"], torch.tensor([prefix], dtype=torch.long)], dim=1)
-    token_types = torch.cat([prompt["mm_token_type_ids"], torch.zeros(1, len(prefix), dtype=torch.long)], dim=1)
-    with torch.no_grad():
-        logits = model(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            pixel_values=prompt["pixel_values"],
-            image_grid_thw=prompt["image_grid_thw"],
-            mm_token_type_ids=token_types,
-        ).logits[0, -1]
-    return logits.log_softmax(-1)
-
-
 # --- training runs ----------------------------------------------------------------------------------------------------
 
 
-def test_training_run_changes_every_parameter_and_logs_evidence_metrics(tiny_models, tmp_path, dataset):
+@pytest.mark.parametrize("gradient_checkpointing", [False, True])  # True is TRL's default
+def test_training_run_changes_every_parameter_and_logs_evidence_metrics(
+    tiny_models, tmp_path, dataset, gradient_checkpointing
+):
     trainer = make_trainer(
         tiny_models,
         tmp_path,
@@ -338,6 +323,7 @@ def test_training_run_changes_every_parameter_and_logs_evidence_metrics(tiny_mod
         per_device_train_batch_size=4,
         gradient_accumulation_steps=2,
         max_steps=3,
+        gradient_checkpointing=gradient_checkpointing,
     )
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
     trainer.train()
@@ -412,7 +398,7 @@ def test_lora_student_trains_only_the_adapter(tiny_models, tmp_path, dataset):
     trainer = VZeroTrainer(
         model=str(student),
         teacher_model=str(teacher),
-        args=make_args(tmp_path),
+        args=make_args(tmp_path, gradient_checkpointing=True),  # PEFT + checkpointing needs input gradients
         train_dataset=dataset,
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "in_proj_qkv"]),
     )
