@@ -12,3 +12,5 @@ import torch  # noqa: E402
 
 
 torch.set_num_threads(1)
+
+from hub_server import fake_hub  # noqa: E402, F401  (a loopback Hub-compatible server for publishing tests)
