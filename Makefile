@@ -25,8 +25,8 @@ test: install
 	$(BIN)/python -m pytest -q
 
 quality: install
-	$(BIN)/ruff check vzero_trl tests
-	$(BIN)/ruff format --check vzero_trl tests
+	$(BIN)/ruff check vzero_trl tests scripts
+	$(BIN)/ruff format --check vzero_trl tests scripts
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

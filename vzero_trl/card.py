@@ -1,13 +1,18 @@
-"""Model cards for V-Zero checkpoints: an image-text-to-text quick start, the teacher and the hyper-parameters used."""
+"""Cards for what V-Zero publishes: model cards (an image-text-to-text quick start, the teacher and the
+hyper-parameters used) and dataset cards (schema, how the crops were made, kept and rejected counts)."""
 
 import importlib.resources
 import os
 import re
 from importlib.metadata import version
+from typing import TYPE_CHECKING, Any
 
-from huggingface_hub import ModelCard, ModelCardData
+import yaml
+from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardData
 
-from .config import VZeroConfig
+
+if TYPE_CHECKING:
+    from .config import VZeroConfig
 
 
 # The fields that define a V-Zero run, in the order the card lists them.
@@ -41,7 +46,7 @@ def hub_id(name_or_path: str | None) -> str | None:
 
 def build_model_card(
     *,
-    args: VZeroConfig,
+    args: "VZeroConfig",
     model_name: str,
     base_model: str | None,
     teacher_model: str,
@@ -117,3 +122,61 @@ def build_model_card(
         pytorch_version=version("torch"),
         datasets_version=version("datasets"),
     )
+
+
+def build_dataset_card(summary: dict[str, Any], repo_id: str, existing: DatasetCard | None = None) -> DatasetCard:
+    """
+    Render the card of a prepared V-Zero dataset from the pipeline's `summary` (counts, reasons, settings).
+
+    Args:
+        summary (`dict`):
+            What [`~vzero_trl.prepare.prepare`] returns.
+        repo_id (`str`):
+            The dataset repository, used in the loading example.
+        existing ([`~huggingface_hub.DatasetCard`], *optional*):
+            The card `Dataset.push_to_hub` wrote; its metadata (features, splits, configs) is kept so the Hub still
+            knows how to load the data.
+
+    Returns:
+        [`~huggingface_hub.DatasetCard`]: the card.
+    """
+    settings = summary["settings"]
+    metadata = existing.data.to_dict() if existing is not None else {}
+    metadata.update(
+        license=settings["license"],
+        tags=sorted(set(metadata.get("tags") or []) | {"v-zero", "vzero_trl", "vision-language", "trl"}),
+        task_categories=["image-text-to-text"],
+        pretty_name=repo_id.split("/")[-1],
+    )
+    template = importlib.resources.files("vzero_trl") / "templates" / "dataset_card.md"
+    return DatasetCard.from_template(
+        DatasetCardData(**{key: value for key, value in metadata.items() if value is not None}),
+        template_str=template.read_text(),
+        pretty_name=repo_id.split("/")[-1],
+        repo_id=repo_id,
+        source=summary["source"],
+        split=summary["split"],
+        source_rows=summary["source_rows"],
+        kept=summary["kept"],
+        rejected=summary["rejected"],
+        rejected_by_reason=sorted(summary["rejected_by_reason"].items()),
+        settings_yaml=yaml.safe_dump(settings, sort_keys=False),
+        clean_images=bool(settings["clean_image_column"] or settings["clean_image_dir"]),
+        crop_from_source=settings["source_format"] == "crop",
+        vzero_trl_version=summary["vzero_trl_version"],
+        **{key: settings[key] for key in _DATASET_CARD_SETTINGS},
+    )
+
+
+_DATASET_CARD_SETTINGS = (
+    "id_column",
+    "negative_factor",
+    "random_crop",
+    "bbox_format",
+    "bbox_tolerance",
+    "crop_column",
+    "crop_margin",
+    "crop_min_side",
+    "seed",
+    "license",
+)

@@ -5,14 +5,7 @@ from typing import Literal
 
 from trl import DistillationConfig
 
-
-# Paper Fig. 4: the teacher sees the full image and the question, then this sentence with the crop image between the
-# prefix and the suffix. The paper does not say how the pieces are joined; we start the sentence on a new line.
-TEACHER_CROP_PREFIX = "\nThe next image is a cropped view of the target image from the original image: "
-TEACHER_CROP_SUFFIX = (
-    ". Use the crop as focused visual evidence for the relevant object or region, while keeping the original image as "
-    "context."
-)
+from .views import TEACHER_CROP_PREFIX, TEACHER_CROP_SUFFIX
 
 
 @dataclass

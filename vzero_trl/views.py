@@ -19,6 +19,15 @@ from PIL import Image
 from trl.data_utils import is_conversational, prepare_multimodal_messages
 
 
+# Paper Fig. 4: the teacher sees the full image and the question, then this sentence with the crop image between the
+# prefix and the suffix. The paper does not say how the pieces are joined; we start the sentence on a new line.
+TEACHER_CROP_PREFIX = "\nThe next image is a cropped view of the target image from the original image: "
+TEACHER_CROP_SUFFIX = (
+    ". Use the crop as focused visual evidence for the relevant object or region, while keeping the original image as "
+    "context."
+)
+
+
 def student_messages(row: dict[str, Any]) -> list[dict[str, Any]]:
     """
     The student's multimodal prompt: the row's conversation with its image(s) inserted before the first user text,

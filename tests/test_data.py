@@ -1,0 +1,538 @@
+"""Data preparation: ZwZ and generic rows become V-Zero rows, bad rows are recorded and never fatal, runs resume."""
+
+import io
+import json
+import math
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from vzero_trl import prepare as prepare_module
+from vzero_trl.crops import downsample, downsample_box, negative_box
+from vzero_trl.data import PrepareConfig, RejectedRow, clean_question, convert_row, parse_bbox, prompt_tokens, row_seed
+from vzero_trl.prepare import load_source, prepare
+from vzero_trl.synthetic import make_example
+
+
+HINT = "Only focus on the objects inside the red bounding box in the image to answer this question."
+OPTIONS = "A. red\nB. green\nC. blue\nD. yellow\nAnswer with the option's letter from the given choices."
+
+
+def zwz_problem(question):
+    return f"{question}\n\n{HINT}\n\n{OPTIONS}"
+
+
+def boxed(image, bbox):
+    """ZwZ's released images: a red rectangle, width 5, around the box grown by 5% per side."""
+    out = image.copy()
+    x0, y0, x1, y1 = bbox
+    dx, dy = 0.05 * (x1 - x0), 0.05 * (y1 - y0)
+    ImageDraw.Draw(out).rectangle((x0 - dx, y0 - dy, x1 + dx, y1 + dy), outline="red", width=5)
+    return out
+
+
+@pytest.fixture(scope="module")
+def zwz(tmp_path_factory):
+    """A ZwZ-like source: parquet rows pointing at boxed JPEGs, clean originals in a separate folder."""
+    root = tmp_path_factory.mktemp("zwz")
+    (root / "images" / "part1").mkdir(parents=True)
+    (root / "original_images").mkdir()
+    rows = []
+    for i in range(6):
+        example = make_example(i, seed=3)
+        x0, y0, x1, y1 = example["bbox"]
+        bbox = [x0 + 0.4, y0 + 0.6, x1 - 0.3, y1 - 0.2]  # SAM3-style float boxes inside the tight box
+        name = f"part1/img_{i}.jpg"
+        boxed(example["image"], bbox).save(root / "images" / name, quality=95)
+        example["image"].save(root / "original_images" / f"img_{i}.jpg", quality=95)
+        rows.append(
+            {
+                "images": [f"images/{name}"],
+                "problem": zwz_problem(example["prompt"][0]["content"].split("\n")[0]),
+                "answer": example["answer"],
+                "bbox": bbox,
+                "status": "valid vqa",
+            }
+        )
+    datasets.Dataset.from_list(rows).to_parquet(root / "train.parquet")
+    return root
+
+
+def zwz_config(root, tmp_path, **overrides):
+    settings = dict(
+        dataset=str(root / "train.parquet"),
+        output_dir=str(tmp_path / "out"),
+        source_format="zwz",
+        image_dir=str(root),
+        clean_image_dir=str(root / "original_images"),
+        shard_size=2,
+    )
+    settings.update(overrides)
+    return PrepareConfig(**settings)
+
+
+def decoded(dataset):
+    return [
+        {k: (np.asarray(v).tobytes() if isinstance(v, Image.Image) else v) for k, v in row.items()} for row in dataset
+    ]
+
+
+# --- pure pieces ------------------------------------------------------------------------------------------------------
+
+
+def test_clean_question_removes_the_red_box_sentence_only():
+    assert clean_question(zwz_problem("What is the color of the star?")) == (
+        f"What is the color of the star?\n\n{OPTIONS}"
+    )
+    assert (
+        clean_question("Only focus on the object inside the red bounding box in the image to answer the question. Q?")
+        == "Q?"
+    )
+    assert clean_question("No hint here.\nA. x") == "No hint here.\nA. x"
+
+
+@pytest.mark.parametrize(
+    "value,fmt,expected",
+    [
+        ([10.2, 20.7, 30.1, 40.0], "xyxy", (10, 20, 31, 40)),  # rounded outward: floor, floor, ceil, ceil
+        ("(519.6,5.5,1854.7,2596.9)", "xyxy", (519, 5, 1855, 2597)),  # ZwZ's string form
+        ("[1e1, 2E1, 3.0e1, 4e1]", "xyxy", (10, 20, 30, 40)),
+        ([0.1, 0.25, 0.5, 0.75], "xyxy_norm", (200, 750, 1000, 2250)),  # x * 2000, y * 3000
+        ([10, 20, 5.5, 7], "xywh", (10, 20, 16, 27)),  # x1 = 10 + 5.5 -> ceil 16; y1 = 27
+        ([-1.5, 0, 2000.9, 3001.5], "xyxy", (0, 0, 2000, 3000)),  # within the 2 px tolerance: clipped
+    ],
+)
+def test_parse_bbox_conventions(value, fmt, expected):
+    assert parse_bbox(value, (2000, 3000), fmt) == expected
+
+
+@pytest.mark.parametrize(
+    "value,fmt,reason",
+    [
+        ([1, 2, 3], "xyxy", "bad_bbox"),
+        ("no numbers", "xyxy", "bad_bbox"),
+        ([0, 0, math.nan, 5], "xyxy", "bad_bbox"),
+        ([10, 10, 10, 20], "xyxy", "empty_bbox"),
+        ([10, 10, 5, 20], "xyxy", "empty_bbox"),
+        ([10, 10, 0, 5], "xywh", "empty_bbox"),
+        ([-10, 0, 50, 50], "xyxy", "bbox_outside_image"),
+        ([10, 10, 105, 50], "xyxy", "bbox_outside_image"),
+        ([150, 150, 160, 160], "xyxy", "bbox_outside_image"),
+        ([10, 10, 500, 500], "xyxy_norm", "bad_bbox"),
+    ],
+)
+def test_parse_bbox_rejects(value, fmt, reason):
+    with pytest.raises(RejectedRow) as error:
+        parse_bbox(value, (100, 100), fmt)
+    assert error.value.reason == reason and isinstance(error.value, ValueError)
+
+
+def test_row_seed_is_stable_and_distinct():
+    assert row_seed(0, "a", "negative") == row_seed(0, "a", "negative")
+    assert (
+        len(
+            {
+                row_seed(0, "a", "negative"),
+                row_seed(1, "a", "negative"),
+                row_seed(0, "b", "negative"),
+                row_seed(0, "a", "random"),
+            }
+        )
+        == 4
+    )
+    # Pinned: the seed must not depend on the process (no salted hash()).
+    assert row_seed(0, "train-00000000", "negative") == int.from_bytes(
+        __import__("hashlib").sha256(b"0/train-00000000/negative").digest()[:8], "big"
+    )
+
+
+# --- ZwZ --------------------------------------------------------------------------------------------------------------
+
+
+def test_zwz_rows_become_v_zero_rows_with_exact_crops(zwz, tmp_path):
+    config = zwz_config(zwz, tmp_path, random_crop=True)
+    source = load_source(config)
+    for index in range(len(source)):
+        row = convert_row(source[index], index, config)
+        clean = Image.open(zwz / "original_images" / f"img_{index}.jpg").convert("RGB")
+        assert row["image"]["bytes"] == (zwz / "original_images" / f"img_{index}.jpg").read_bytes()  # clean, lossless
+        x0, y0, x1, y1 = row["bbox"]
+        crop = Image.open(io.BytesIO(row["crop"]["bytes"]))
+        assert np.array_equal(np.asarray(crop), np.asarray(clean)[y0:y1, x0:x1])  # pixel for pixel
+        # negative: the crop's size, from the 2x-downsampled image, away from the downsampled target
+        negative = np.asarray(Image.open(io.BytesIO(row["negative_crop"]["bytes"])))
+        box = negative_box(clean.size, row["bbox"], crop.size, factor=2, seed=row_seed(0, row["id"], "negative"))
+        assert negative.shape[:2] == (crop.size[1], crop.size[0])
+        assert np.array_equal(negative, np.asarray(downsample(clean, 2))[box[1] : box[3], box[0] : box[2]])
+        tx0, ty0, tx1, ty1 = downsample_box(row["bbox"], 2)
+        assert box[2] <= tx0 or box[0] >= tx1 or box[3] <= ty0 or box[1] >= ty1
+        assert Image.open(io.BytesIO(row["random_crop"]["bytes"])).size == crop.size
+        assert HINT not in row["prompt"][0]["content"] and OPTIONS in row["prompt"][0]["content"]
+        assert row["id"] == f"train-{index:08d}" and row["answer"] in "ABCD"
+
+
+def test_zwz_without_clean_images_is_refused_unless_allowed(zwz, tmp_path):
+    with pytest.raises(ValueError, match="red box burned in"):
+        PrepareConfig(dataset="x", output_dir="y", source_format="zwz")
+    config = zwz_config(zwz, tmp_path, clean_image_dir=None, allow_boxed_images=True)
+    row = convert_row(load_source(config)[0], 0, config)
+    assert row["image"]["bytes"] == (zwz / "images" / "part1" / "img_0.jpg").read_bytes()
+
+
+def test_negative_crops_are_reproducible_and_follow_the_seed(zwz, tmp_path):
+    config = zwz_config(zwz, tmp_path)
+    row = load_source(config)[1]
+    first, again = convert_row(row, 1, config), convert_row(row, 1, config)
+    other = convert_row(row, 1, zwz_config(zwz, tmp_path, seed=7))
+    assert first["negative_crop"] == again["negative_crop"]
+    assert first["negative_crop"] != other["negative_crop"]
+
+
+# --- generic and crop sources -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def generic_rows():
+    rows = []
+    for i in range(3):
+        example = make_example(i, seed=5)
+        x0, y0, x1, y1 = example["bbox"]
+        w, h = example["image"].size
+        rows.append(
+            {
+                "image": example["image"],
+                "question": example["prompt"][0]["content"],
+                "answer": example["answer"],
+                "xyxy": [x0, y0, x1, y1],
+                "norm": [x0 / w, y0 / h, x1 / w, y1 / h],
+                "xywh": [x0, y0, x1 - x0, y1 - y0],
+                "crop": example["crop"],
+                "uid": f"u{i}",
+            }
+        )
+    return rows
+
+
+@pytest.mark.parametrize("fmt,column", [("xyxy", "xyxy"), ("xyxy_norm", "norm"), ("xywh", "xywh")])
+def test_generic_box_conventions_give_the_same_rows(generic_rows, fmt, column):
+    config = PrepareConfig(dataset="x", output_dir="y", bbox_column=column, bbox_format=fmt, id_column="uid")
+    reference = PrepareConfig(dataset="x", output_dir="y", bbox_column="xyxy", id_column="uid")
+    for i, row in enumerate(generic_rows):
+        assert convert_row(row, i, config) == convert_row(row, i, reference)
+
+
+def test_crop_source_keeps_the_given_crop(generic_rows):
+    config = PrepareConfig(dataset="x", output_dir="y", source_format="crop", bbox_column="xyxy", crop_margin=0.5)
+    row = convert_row(generic_rows[0], 0, config)
+    assert np.array_equal(
+        np.asarray(Image.open(io.BytesIO(row["crop"]["bytes"]))), np.asarray(generic_rows[0]["crop"])
+    )
+    assert Image.open(io.BytesIO(row["negative_crop"]["bytes"])).size == generic_rows[0]["crop"].size
+
+
+def test_crop_margin_and_min_side(generic_rows):
+    row = generic_rows[0]
+    x0, y0, x1, y1 = row["xyxy"]
+    config = PrepareConfig(dataset="x", output_dir="y", bbox_column="xyxy", crop_margin=0.5, crop_min_side=100)
+    crop = Image.open(io.BytesIO(convert_row(row, 0, config)["crop"]["bytes"]))
+    assert crop.size == (
+        max(100, (x1 - x0) + 2 * math.ceil(0.5 * (x1 - x0))),
+        max(100, (y1 - y0) + 2 * math.ceil(0.5 * (y1 - y0))),
+    )
+
+
+# --- the pipeline: bad rows, resume, parallelism ------------------------------------------------------------------------
+
+
+def png_bytes(image):
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def mixed_source(tmp_path_factory):
+    """Good rows in odd image modes, and one row for every kind of bad row, as a parquet of image bytes."""
+    root = tmp_path_factory.mktemp("mixed")
+    base = make_example(0, seed=9)
+    image, box = base["image"], base["bbox"]
+    jpeg = io.BytesIO()
+    image.save(jpeg, format="JPEG")
+    truncated = jpeg.getvalue()[: len(jpeg.getvalue()) // 2]
+    gray16 = Image.fromarray(np.asarray(image.convert("L"), dtype=np.uint16) * 257)
+    rgba = image.convert("RGBA")
+    cmyk = io.BytesIO()
+    image.convert("CMYK").save(cmyk, format="JPEG")
+    cases = {
+        "good": (png_bytes(image), box, None),
+        "cmyk": (cmyk.getvalue(), box, None),
+        "rgba": (png_bytes(rgba), box, None),
+        "gray16": (png_bytes(gray16), box, None),
+        "gray": (png_bytes(image.convert("L")), box, None),
+        "unreadable_image": (b"this is not an image", box, None),
+        "truncated_image": (truncated, box, None),
+        "missing_image": (None, box, None),
+        "bbox_outside_image": (png_bytes(image), [400, 400, 600, 600], None),
+        "empty_bbox": (png_bytes(image), [50, 50, 50, 80], None),
+        "negative_area": (png_bytes(image), [80, 80, 50, 50], None),
+        "bbox_too_large": (png_bytes(image), [0, 0, 300, 300], None),
+        # a 240 px crop cannot fit in the 224 px downsampled image
+        "no_room_for_negative": (png_bytes(image), [104, 104, 344, 344], None),
+        "missing_bbox": (png_bytes(image), None, None),
+        "missing_question": (png_bytes(image), box, "skip"),
+        "too_large_image": (png_bytes(Image.new("RGB", (2000, 1000))), [10, 10, 20, 20], None),
+    }
+    rows = []
+    for name, (data, bbox, question) in cases.items():
+        rows.append(
+            {
+                "uid": name,
+                "image": None if data is None else {"bytes": data, "path": None},
+                "question": None if question == "skip" else base["prompt"][0]["content"],
+                "bbox": bbox,
+                "answer": "A",
+            }
+        )
+    features = datasets.Features(
+        {
+            "uid": datasets.Value("string"),
+            "image": datasets.Image(),
+            "question": datasets.Value("string"),
+            "bbox": datasets.List(datasets.Value("float64")),
+            "answer": datasets.Value("string"),
+        }
+    )
+    datasets.Dataset.from_list(rows, features=features).to_parquet(root / "mixed.parquet")
+    return root / "mixed.parquet"
+
+
+EXPECTED_REJECTS = {
+    "unreadable_image": "unreadable_image",
+    "truncated_image": "unreadable_image",
+    "missing_image": "missing_field",
+    "bbox_outside_image": "bbox_outside_image",
+    "empty_bbox": "empty_bbox",
+    "negative_area": "empty_bbox",
+    "bbox_too_large": "bbox_too_large",
+    "no_room_for_negative": "no_room_for_negative",
+    "missing_bbox": "missing_field",
+    "missing_question": "missing_field",
+    "too_large_image": "image_too_large",
+}
+
+
+def mixed_config(source, tmp_path, **overrides):
+    settings = dict(
+        dataset=str(source),
+        output_dir=str(tmp_path / "out"),
+        id_column="uid",
+        max_bbox_side=250,
+        max_image_pixels=1_000_000,
+        shard_size=4,
+    )
+    settings.update(overrides)
+    return PrepareConfig(**settings)
+
+
+def test_every_bad_row_is_recorded_with_its_reason_and_good_rows_are_kept(mixed_source, tmp_path):
+    summary = prepare(mixed_config(mixed_source, tmp_path))
+    out = tmp_path / "out"
+    rejects = {json.loads(line)["id"]: json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()}
+    assert {uid: r["reason"] for uid, r in rejects.items()} == EXPECTED_REJECTS
+    dataset = datasets.load_from_disk(str(out / "dataset"))
+    assert dataset["id"] == ["good", "cmyk", "rgba", "gray16", "gray"]
+    for row in dataset:
+        assert row["image"].mode == "RGB" and row["crop"].mode == "RGB" and row["negative_crop"].mode == "RGB"
+    # 16-bit gray 257 * v is scaled back to v, not clipped to 255
+    gray = np.asarray(dataset[4]["image"])
+    assert np.array_equal(np.asarray(dataset[3]["image"]), gray)
+    assert summary["kept"] == 5 and summary["rejected"] == 11 and summary["source_rows"] == 16
+    assert summary["rejected_by_reason"]["unreadable_image"] == 2
+    card = (out / "README.md").read_text()
+    assert "**5 kept**, 11 rejected" in card and "| `no_room_for_negative` | 1 |" in card
+
+
+def test_a_run_that_rejects_every_row_reports_it_and_writes_no_dataset(zwz, tmp_path):
+    config = zwz_config(zwz, tmp_path, max_bbox_side=1)
+    summary = prepare(config)
+    assert (summary["kept"], summary["rejected"], summary["rejected_by_reason"]) == (0, 6, {"bbox_too_large": 6})
+    assert not (tmp_path / "out" / "dataset").exists()
+    assert "**0 kept**, 6 rejected" in (tmp_path / "out" / "README.md").read_text()
+    with pytest.raises(ValueError, match="every row was rejected"):
+        prepare_module.publish(
+            zwz_config(zwz, tmp_path, max_bbox_side=1, push_to_hub=True, hub_dataset_id="me/x"), summary
+        )
+
+
+def test_token_limits_reject_long_prompts_and_counts_match_the_processor(tiny_processor_dir, generic_rows, tmp_path):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_processor_dir)
+    row = generic_rows[0]
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "image", "image": row["image"]}, {"type": "text", "text": row["question"]}],
+        }
+    ]
+    budget = processor.image_processor.size
+    counted = prompt_tokens(processor, messages, budget["shortest_edge"], budget["longest_edge"])
+    actual = processor.apply_chat_template([messages], add_generation_prompt=True, tokenize=True, return_dict=True)
+    assert counted == len(actual["input_ids"][0])
+
+    common = dict(
+        dataset="x",
+        output_dir="y",
+        bbox_column="xyxy",
+        processor=str(tiny_processor_dir),
+        min_pixels=budget["shortest_edge"],
+        max_pixels=budget["longest_edge"],
+    )
+    convert_row(row, 0, PrepareConfig(**common, max_student_tokens=counted, max_teacher_tokens=counted + 200))
+    with pytest.raises(RejectedRow, match="student_prompt_too_long"):
+        convert_row(row, 0, PrepareConfig(**common, max_student_tokens=counted - 1))
+    with pytest.raises(RejectedRow, match="teacher_prompt_too_long"):
+        convert_row(row, 0, PrepareConfig(**common, max_teacher_tokens=counted + 1))
+
+
+@pytest.fixture(scope="module")
+def tiny_processor_dir(tmp_path_factory):
+    from vzero_trl.tiny import build_tiny_vlm
+
+    return build_tiny_vlm(tmp_path_factory.mktemp("tiny-proc"))
+
+
+def test_an_interrupted_run_resumes_to_the_same_dataset(zwz, tmp_path, monkeypatch):
+    reference = prepare(zwz_config(zwz, tmp_path / "uninterrupted"))
+
+    calls = {"n": 0}
+    real = prepare_module.convert_row
+
+    def crash_on_fourth_row(row, index, config):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt  # like a kill in the middle of the second shard
+        return real(row, index, config)
+
+    monkeypatch.setattr(prepare_module, "convert_row", crash_on_fourth_row)
+    config = zwz_config(zwz, tmp_path / "interrupted")
+    with pytest.raises(KeyboardInterrupt):
+        prepare(config)
+    shards = tmp_path / "interrupted" / "out" / "shards"
+    assert sorted(p.name for p in shards.iterdir()) == ["00000"]
+    first_shard = (shards / "00000" / "rejects.jsonl").stat()
+
+    monkeypatch.setattr(prepare_module, "convert_row", real)
+    resumed = prepare(config)
+    assert (shards / "00000" / "rejects.jsonl").stat().st_mtime_ns == first_shard.st_mtime_ns  # not redone
+    assert sorted(p.name for p in shards.iterdir()) == ["00000", "00001", "00002"]
+    assert {k: v for k, v in resumed.items() if k != "settings"} == {
+        k: v for k, v in reference.items() if k != "settings"
+    }
+    a = datasets.load_from_disk(str(tmp_path / "uninterrupted" / "out" / "dataset"))
+    b = datasets.load_from_disk(str(tmp_path / "interrupted" / "out" / "dataset"))
+    assert decoded(a) == decoded(b) and len(a) == 6
+    a, b = a.cast_column("image", datasets.Image(decode=False)), b.cast_column("image", datasets.Image(decode=False))
+    assert a["image"] == b["image"]  # the same encoded bytes
+
+
+def test_parallel_workers_give_the_same_dataset(zwz, tmp_path):
+    prepare(zwz_config(zwz, tmp_path / "one"))
+    prepare(zwz_config(zwz, tmp_path / "two", num_proc=2))
+    a = datasets.load_from_disk(str(tmp_path / "one" / "out" / "dataset"))
+    b = datasets.load_from_disk(str(tmp_path / "two" / "out" / "dataset"))
+    assert decoded(a) == decoded(b)
+
+
+def test_resuming_with_other_settings_is_refused(zwz, tmp_path):
+    prepare(zwz_config(zwz, tmp_path, limit=2))
+    with pytest.raises(ValueError, match=r"'seed': \(0, 1\)"):
+        prepare(zwz_config(zwz, tmp_path, limit=2, seed=1))
+    prepare(zwz_config(zwz, tmp_path, limit=2, num_proc=2))  # the worker count does not change rows
+
+
+def test_bad_settings_fail_early():
+    for overrides, message in [
+        (dict(source_format="coco"), "source_format"),
+        (dict(bbox_format="cxcywh"), "bbox_format"),
+        (dict(shard_size=0), "shard_size"),
+        (dict(max_bbox_side=5, min_bbox_side=10), "max_bbox_side"),
+        (dict(max_student_tokens=100), "need `processor`"),
+        (dict(push_to_hub=True), "hub_dataset_id"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            PrepareConfig(dataset="x", output_dir="y", **overrides)
+
+
+# --- publishing ---------------------------------------------------------------------------------------------------------
+
+
+def run_with_hub(hub, home, code_or_args):
+    import os
+    import subprocess
+    import sys
+
+    command = (
+        [sys.executable, *code_or_args] if isinstance(code_or_args, list) else [sys.executable, "-c", code_or_args]
+    )
+    env = {**os.environ, **hub.env(home)}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=str(Path(__file__).parent.parent))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_script_pushes_to_a_hub_and_load_dataset_returns_identical_rows(fake_hub, mixed_source, tmp_path):
+    out = tmp_path / "out"
+    stdout = run_with_hub(
+        fake_hub,
+        tmp_path / "home",
+        [
+            "scripts/prepare_data.py",
+            "--dataset",
+            str(mixed_source),
+            "--output_dir",
+            str(out),
+            "--id_column",
+            "uid",
+            "--max_bbox_side",
+            "250",
+            "--max_image_pixels",
+            "1000000",
+            "--shard_size",
+            "4",
+            "--push_to_hub",
+            "--hub_dataset_id",
+            "user/vzero-mixed",
+            "--license",
+            "apache-2.0",
+        ],
+    )
+    assert "Kept 5 of 16 rows" in stdout and "unreadable_image: 2" in stdout
+
+    stored = fake_hub.files("user/vzero-mixed")
+    assert {"README.md", "rejects.jsonl", "summary.json"} <= stored.keys()
+    assert any(name.endswith(".parquet") for name in stored)
+    card = stored["README.md"].decode()
+    assert "**5 kept**, 11 rejected" in card and "| `image_too_large` | 1 |" in card
+    metadata = card.split("---")[1]
+    assert "dataset_info:" in metadata and "configs:" in metadata  # what push_to_hub wrote is kept
+    assert "license: apache-2.0" in metadata and "- v-zero" in metadata
+    assert stored["rejects.jsonl"] == (out / "rejects.jsonl").read_bytes()
+
+    dumped = tmp_path / "loaded.pkl"
+    run_with_hub(
+        fake_hub,
+        tmp_path / "home2",
+        (
+            "import pickle, numpy as np, datasets\n"
+            "ds = datasets.load_dataset('user/vzero-mixed', split='train')\n"
+            "rows = [{k: (np.asarray(v).tobytes() if hasattr(v, 'mode') else v) for k, v in r.items()} for r in ds]\n"
+            f"pickle.dump(rows, open({str(dumped)!r}, 'wb'))\n"
+        ),
+    )
+    import pickle
+
+    assert pickle.loads(dumped.read_bytes()) == decoded(datasets.load_from_disk(str(out / "dataset")))
