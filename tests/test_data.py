@@ -425,8 +425,13 @@ def test_an_interrupted_run_resumes_to_the_same_dataset(zwz, tmp_path, monkeypat
     assert sorted(p.name for p in shards.iterdir()) == ["00000"]
     first_shard = (shards / "00000" / "rejects.jsonl").stat()
 
+    # A kill while a shard was being written leaves its half-written staging folder behind.
+    (shards / "00001.tmp" / "data").mkdir(parents=True)
+    (shards / "00001.tmp" / "data" / "data-00000-of-00001.arrow").write_bytes(b"half a shard")
+
     monkeypatch.setattr(prepare_module, "convert_row", real)
     resumed = prepare(config)
+    assert not (shards / "00001.tmp").exists()
     assert (shards / "00000" / "rejects.jsonl").stat().st_mtime_ns == first_shard.st_mtime_ns  # not redone
     assert sorted(p.name for p in shards.iterdir()) == ["00000", "00001", "00002"]
     assert {k: v for k, v in resumed.items() if k != "settings"} == {
