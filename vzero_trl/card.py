@@ -44,6 +44,40 @@ def hub_id(name_or_path: str | None) -> str | None:
     return None
 
 
+# The metrics the card reports from the last logged training step, in this order.
+CARD_METRICS = (
+    "loss",
+    "distillation/reverse_kl",
+    "entropy",
+    "evidence/weight_mean",
+    "evidence/weight_at_min_frac",
+    "evidence/weight_at_max_frac",
+    "evidence/score_std",
+    "evidence/delta_mean",
+    "evidence/delta_pos_frac",
+    "evidence/zero_std_group_frac",
+    "completions/mean_length",
+    "completions/clipped_ratio",
+)
+
+
+def training_summary(log_history: list[dict[str, float]]) -> tuple[list[tuple[str, str]], str]:
+    """
+    The card's "Training results": the `CARD_METRICS` of the last logged training step, and a caption saying which
+    step that is and how long training took. Empty when nothing was logged yet.
+    """
+    steps = [entry for entry in log_history if "loss" in entry]
+    if not steps:
+        return [], ""
+    last = steps[-1]
+    metrics = [(name, f"{last[name]:.4g}") for name in CARD_METRICS if last.get(name) is not None]
+    runtime = next((entry["train_runtime"] for entry in reversed(log_history) if "train_runtime" in entry), None)
+    caption = f"Values logged at step {last['step']}" + (
+        f"; training took {runtime / 3600:.2f} h." if runtime else "."
+    )
+    return metrics, caption
+
+
 def build_model_card(
     *,
     args: "VZeroConfig",
@@ -54,6 +88,7 @@ def build_model_card(
     tags: list[str],
     citation: str,
     num_processes: int = 1,
+    log_history: list[dict[str, float]] | None = None,
     wandb_url: str | None = None,
     trackio_url: str | None = None,
 ) -> ModelCard:
@@ -77,6 +112,8 @@ def build_model_card(
             BibTeX of the paper.
         num_processes (`int`, *optional*, defaults to `1`):
             Data-parallel processes, to state the number of rollouts per optimizer step.
+        log_history (`list[dict]`, *optional*):
+            The trainer's `state.log_history`; the card summarises the last logged training step.
         wandb_url (`str`, *optional*), trackio_url (`str`, *optional*):
             Links to the training curves.
 
@@ -92,6 +129,7 @@ def build_model_card(
         ("num_processes", num_processes),
         ("prompts per step", rollouts // args.num_generations),
     ]
+    metrics, caption = training_summary(log_history or [])
     card_data = ModelCardData(
         base_model=base_model,
         datasets=[hub_id(dataset_name)] if hub_id(dataset_name) else None,
@@ -100,7 +138,7 @@ def build_model_card(
         model_name=model_name,
         tags=["generated_from_trainer", *tags],
     )
-    template = importlib.resources.files("vzero_trl") / "templates" / "model_card.md"
+    template = importlib.resources.files("vzero_trl.model_cards") / "model_card.md"
     return ModelCard.from_template(
         card_data,
         template_str=template.read_text(),
@@ -113,6 +151,8 @@ def build_model_card(
         dataset_is_hub=hub_id(dataset_name) is not None,
         num_generations=args.num_generations,
         hyperparameters=hyperparameters,
+        metrics=metrics,
+        metrics_caption=caption,
         wandb_url=wandb_url,
         trackio_url=trackio_url,
         citation=citation,
@@ -148,7 +188,7 @@ def build_dataset_card(summary: dict[str, Any], repo_id: str, existing: DatasetC
         task_categories=["image-text-to-text"],
         pretty_name=repo_id.split("/")[-1],
     )
-    template = importlib.resources.files("vzero_trl") / "templates" / "dataset_card.md"
+    template = importlib.resources.files("vzero_trl.model_cards") / "dataset_card.md"
     return DatasetCard.from_template(
         DatasetCardData(**{key: value for key, value in metadata.items() if value is not None}),
         template_str=template.read_text(),
