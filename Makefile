@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/python -m vzero_trl.demo --output_dir outputs/demo
+	$(BIN)/accelerate launch scripts/vzero.py --config configs/demo.yaml
 
 test: install
 	$(BIN)/python -m pytest -q

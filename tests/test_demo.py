@@ -1,22 +1,92 @@
-"""The README's main job: a short V-Zero run on the embedded defaults, resumable, ending with a saved model."""
+"""The README's main job: `accelerate launch scripts/vzero.py --config configs/demo.yaml`, killed and resumed."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-from transformers import AutoModelForImageTextToText, AutoProcessor
-
-from vzero_trl.demo import main
+from test_recipes import load_script
 
 
-def test_demo_trains_saves_and_resumes(tmp_path):
-    final = main(["--output_dir", str(tmp_path), "--max_steps", "3", "--num_examples", "6"])
-    assert AutoModelForImageTextToText.from_pretrained(final).config.model_type == "qwen3_5"
-    assert AutoProcessor.from_pretrained(final).tokenizer is not None
-    card = (final / "README.md").read_text()
-    assert "**V-Zero**" in card and "| `max_steps` | 3 |" in card
+ROOT = Path(__file__).parent.parent
 
-    # A rerun with a longer budget resumes from the last checkpoint instead of starting over.
-    main(["--output_dir", str(tmp_path), "--max_steps", "5", "--num_examples", "6"])
-    state = json.loads((tmp_path / "run" / "checkpoint-5" / "trainer_state.json").read_text())
+
+def demo_command(tmp_path, max_steps):
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "1",
+        "scripts/vzero.py",
+        "--config",
+        "configs/demo.yaml",
+        "--model_name_or_path",
+        str(tmp_path / "models" / "student"),
+        "--teacher_model_name_or_path",
+        str(tmp_path / "models" / "teacher"),
+        "--dataset_name",
+        str(tmp_path / "data"),
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--demo_num_examples",
+        "16",
+        "--max_steps",
+        str(max_steps),
+        "--save_steps",
+        "2",
+    ]
+
+
+def test_demo_builds_its_assets_trains_and_resumes_after_a_kill(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    run = tmp_path / "run"
+    # First run: killed (the whole process group, as a crash or a preempted job would be) once checkpoint-2 is saved.
+    process = subprocess.Popen(
+        demo_command(tmp_path, 8),
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while not (run / "checkpoint-2" / "trainer_state.json").is_file():
+        assert process.poll() is None, "the demo stopped before its first checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (run / "checkpoint-8").exists(), "the run must be cut short for this test to mean anything"
+    assert (tmp_path / "models" / "student" / "model.safetensors").is_file() and (tmp_path / "data").is_dir()
+
+    # Second run, same command: resumes from the last complete checkpoint and finishes with the same 8 steps.
+    result = subprocess.run(demo_command(tmp_path, 8), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Resuming from" in result.stdout + result.stderr
+    state = json.loads((run / "checkpoint-8" / "trainer_state.json").read_text())
     steps = [entry["step"] for entry in state["log_history"] if "loss" in entry]
-    assert steps == [1, 2, 3, 4, 5]
+    assert state["global_step"] == 8 and steps == list(range(1, 9))
     assert all("evidence/weight_mean" in entry for entry in state["log_history"] if "loss" in entry)
+
+    assert (run / "model.safetensors").is_file() and (run / "processor_config.json").is_file()
+    card = (run / "README.md").read_text()
+    assert "**V-Zero**" in card and f"`{tmp_path / 'data'}`" in card  # the method and the data
+    assert "| `num_generations` | 4 |" in card and "| `max_steps` | 8 |" in card  # the hyper-parameters
+    assert "Values logged at step 8" in card  # the training summary
+
+
+def test_resume_skips_a_checkpoint_left_half_written(tmp_path):
+    last_complete_checkpoint = load_script().last_complete_checkpoint
+    assert last_complete_checkpoint(str(tmp_path / "missing")) is None
+    for step, complete in ((2, True), (10, True), (12, False), (4, True)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"weights")
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-notes").mkdir()
+    assert last_complete_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-10")  # 10, not 12, and not "4" > "10"

@@ -48,19 +48,28 @@ def output_features(random_crop: bool) -> datasets.Features:
     return datasets.Features(features)
 
 
+def open_dataset(
+    name: str, config_name: str | None = None, split: str = "train", streaming: bool = False
+) -> datasets.Dataset | datasets.IterableDataset:
+    """
+    One split of a dataset named by a Hub id, a local parquet/json/jsonl/csv file (or glob), or a folder written by
+    `save_to_disk` (a `DatasetDict` folder gives `split`; a single-dataset folder is the whole dataset).
+    """
+    path = Path(name)
+    if path.is_dir():
+        dataset = datasets.load_from_disk(str(path))
+        return dataset[split] if isinstance(dataset, datasets.DatasetDict) else dataset
+    if path.suffix in LOCAL_BUILDERS:
+        return datasets.load_dataset(LOCAL_BUILDERS[path.suffix], data_files=name, split="train", streaming=streaming)
+    return datasets.load_dataset(name, config_name, split=split, streaming=streaming)
+
+
 def load_source(config: PrepareConfig) -> datasets.Dataset:
     """
     The source split, with image columns left undecoded so that a bad image reaches the converter (and the rejects
     file) instead of failing inside `datasets`.
     """
-    path = Path(config.dataset)
-    if path.is_dir():
-        source = datasets.load_from_disk(str(path))
-        source = source[config.split] if isinstance(source, datasets.DatasetDict) else source
-    elif path.suffix in LOCAL_BUILDERS:
-        source = datasets.load_dataset(LOCAL_BUILDERS[path.suffix], data_files=config.dataset, split="train")
-    else:
-        source = datasets.load_dataset(config.dataset, config.dataset_config, split=config.split)
+    source = open_dataset(config.dataset, config.dataset_config, config.split)
     for name, feature in source.features.items():
         if isinstance(feature, datasets.Image):
             source = source.cast_column(name, datasets.Image(decode=False))

@@ -32,7 +32,7 @@ SPECIAL_TOKENS = (
 ).split()
 # Used by the chat template but not special, as in the real Qwen3.5 tokenizer.
 TEMPLATE_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>"]
-# A folder holding all of these is a complete build, which `build_tiny_pair` does not redo.
+# A folder holding all of these is a complete build, which `ensure_tiny_vlm` does not redo.
 SAVED_FILES = (
     "config.json generation_config.json model.safetensors tokenizer.json tokenizer_config.json processor_config.json "
     "chat_template.jinja"
@@ -200,18 +200,29 @@ def build_tiny_vlm(
     return output_dir
 
 
+# The embedded student and its wider teacher (as in the real 4B -> 27B setting); same tokenizer and vocabulary.
+TINY_STUDENT = {"seed": 0, "hidden_size": 64}
+TINY_TEACHER = {"seed": 1, "hidden_size": 96}
+
+
+def ensure_tiny_vlm(output_dir: str | Path, **kwargs) -> Path:
+    """
+    [`build_tiny_vlm`] unless `output_dir` already holds every file of a saved model (`SAVED_FILES`), in which case it
+    is left untouched, whatever it was built with, so repeated runs are fast. Delete the folder to rebuild.
+    """
+    output_dir = Path(output_dir)
+    if not all((output_dir / file).is_file() for file in SAVED_FILES):
+        build_tiny_vlm(output_dir, **kwargs)
+    return output_dir
+
+
 def build_tiny_pair(
     output_dir: str | Path, *, max_pixels: int = 128 * 128, min_pixels: int = 32 * 32
 ) -> tuple[Path, Path]:
     """
-    Builds a tiny student and a wider teacher that share one tokenizer, as in the real 4B -> 27B setting.
-
-    The student (`output_dir/student`) has seed 0 and hidden size 64; the teacher (`output_dir/teacher`) has seed 1 and
-    hidden size 96. Their vocabularies are identical.
-
-    A folder that already holds every file of a saved model (`config.json`, `generation_config.json`,
-    `model.safetensors`, `tokenizer.json`, `tokenizer_config.json`, `processor_config.json`, `chat_template.jinja`) is
-    left untouched, whatever it was built with, so repeated runs are fast. Delete it to rebuild with other settings.
+    Builds (or keeps, see [`ensure_tiny_vlm`]) a tiny student in `output_dir/student` (`TINY_STUDENT`: seed 0,
+    hidden size 64) and a wider teacher in `output_dir/teacher` (`TINY_TEACHER`: seed 1, hidden size 96) that share one
+    tokenizer, as in the real 4B -> 27B setting.
 
     Args:
         output_dir (`str` or `Path`):
@@ -225,13 +236,11 @@ def build_tiny_pair(
         `tuple[Path, Path]`: the student and teacher folders.
     """
     output_dir = Path(output_dir)
-    paths = []
-    for name, seed, hidden_size in (("student", 0, 64), ("teacher", 1, 96)):
-        path = output_dir / name
-        if not all((path / file).is_file() for file in SAVED_FILES):
-            build_tiny_vlm(path, seed=seed, hidden_size=hidden_size, max_pixels=max_pixels, min_pixels=min_pixels)
-        paths.append(path)
-    return paths[0], paths[1]
+    budget = {"max_pixels": max_pixels, "min_pixels": min_pixels}
+    return (
+        ensure_tiny_vlm(output_dir / "student", **TINY_STUDENT, **budget),
+        ensure_tiny_vlm(output_dir / "teacher", **TINY_TEACHER, **budget),
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,118 @@
+"""Every recipe parses with the training script's own parser (unknown keys rejected), and every accelerate config loads."""
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from accelerate.commands.config.config_args import load_config_from_file
+
+
+ROOT = Path(__file__).parent.parent
+RECIPES = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if "accelerate" not in p.parts)
+ACCELERATE = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))
+
+
+# GPU recipes ask for bf16, which TrainingArguments refuses without a GPU unless told it runs on CPU; every other
+# field is still parsed and validated.
+CPU_OVERRIDE = [] if torch.cuda.is_available() else ["--use_cpu", "true"]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("vzero_script", ROOT / "scripts" / "vzero.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def script():
+    return load_script()
+
+
+def test_there_are_recipes_for_the_paper_and_its_ablations():
+    names = {p.relative_to(ROOT / "configs").as_posix() for p in RECIPES}
+    assert {
+        "demo.yaml",
+        "qwen3.5-4b/vzero_paper.yaml",
+        "qwen3.5-4b/vzero_official.yaml",
+        "qwen3.5-4b/vzero_no_gate.yaml",
+        "qwen3.5-4b/vzero_random_evidence.yaml",
+        "qwen3.5-4b/vzero_teacher_9b.yaml",
+        "qwen3.5-4b/vzero_g4.yaml",
+    } <= names
+    assert {p.stem for p in ACCELERATE} == {"single_gpu", "ddp", "zero2", "zero3", "fsdp2"}
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.relative_to(ROOT / "configs").as_posix())
+def test_recipe_parses_and_starts_with_its_command(script, recipe, tmp_path):
+    text = recipe.read_text()
+    command = re.search(r"^#\s+(accelerate launch .*)$", text, re.MULTILINE)
+    assert command and text.index(command.group(0)) < text.index("\n\n"), "the header must give the launch command"
+    assert f"--config configs/{recipe.relative_to(ROOT / 'configs').as_posix()}" in command.group(1)
+    # output_dir is redirected so that parsing creates nothing in the repository
+    script_args, training_args, model_args = script.make_parser().parse_args_and_config(
+        ["--config", str(recipe), "--output_dir", str(tmp_path), *CPU_OVERRIDE]
+    )
+    values = yaml.safe_load(text)
+    assert model_args.model_name_or_path == values["model_name_or_path"]
+    assert training_args.teacher_model_name_or_path == values["teacher_model_name_or_path"]
+    assert training_args.num_generations == values["num_generations"]
+    assert training_args.evidence_alpha == values["evidence_alpha"]
+    assert script_args.dataset_name == values["dataset_name"]
+
+
+def test_paper_recipes_hold_the_paper_settings(script, tmp_path):
+    def parse(name):
+        return script.make_parser().parse_args_and_config(
+            ["--config", str(ROOT / "configs" / "qwen3.5-4b" / name), "--output_dir", str(tmp_path), *CPU_OVERRIDE]
+        )
+
+    script_args, paper, model = parse("vzero_paper.yaml")
+    assert (model.model_name_or_path, paper.teacher_model_name_or_path) == ("Qwen/Qwen3.5-4B", "Qwen/Qwen3.5-27B")
+    assert (paper.num_generations, paper.learning_rate, paper.max_completion_length) == (8, 1e-6, 2048)
+    assert (paper.evidence_alpha, paper.evidence_weight_min, paper.evidence_weight_max) == (1.0, 0.0, 2.0)
+    assert paper.chat_template_kwargs == {"enable_thinking": False} and paper.loss_aggregation == "sequence"
+    assert (script_args.image_min_pixels, script_args.image_max_pixels) == (65536, 16777216)
+    _, official, _ = parse("vzero_official.yaml")
+    assert (official.evidence_alpha, official.loss_aggregation, official.log_ratio_clip) == (0.5, "token", 10.0)
+    assert parse("vzero_no_gate.yaml")[1].evidence_alpha == 0.0
+    assert parse("vzero_random_evidence.yaml")[1].crop_column == "random_crop"
+    assert parse("vzero_teacher_9b.yaml")[1].teacher_model_name_or_path == "Qwen/Qwen3.5-9B"
+    g4 = parse("vzero_g4.yaml")[1]
+    # same 16 prompts per step on 8 GPUs: 8 x 2 x 4 / 4 = 16
+    assert g4.num_generations == 4 and 8 * g4.per_device_train_batch_size * g4.gradient_accumulation_steps // 4 == 16
+
+
+def test_unknown_recipe_keys_are_rejected(script, tmp_path):
+    recipe = tmp_path / "typo.yaml"
+    recipe.write_text((ROOT / "configs" / "demo.yaml").read_text() + "evidence_gama: 2.0\n")
+    with pytest.raises(ValueError, match="evidence_gama"):
+        script.make_parser().parse_args_and_config(["--config", str(recipe)])
+
+
+def test_command_line_overrides_the_recipe(script, tmp_path):
+    _, args, _ = script.make_parser().parse_args_and_config(
+        ["--config", str(ROOT / "configs" / "demo.yaml"), "--evidence_alpha", "0.5", "--output_dir", str(tmp_path)]
+    )
+    assert args.evidence_alpha == 0.5
+
+
+@pytest.mark.parametrize("config", ACCELERATE, ids=lambda p: p.stem)
+def test_accelerate_config_loads(config):
+    loaded = load_config_from_file(str(config))
+    expected = {
+        "single_gpu": ("NO", 1),
+        "ddp": ("MULTI_GPU", 8),
+        "zero2": ("DEEPSPEED", 8),
+        "zero3": ("DEEPSPEED", 8),
+        "fsdp2": ("FSDP", 8),
+    }[config.stem]
+    assert (loaded.distributed_type.value, loaded.num_processes) == expected
+    if config.stem.startswith("zero"):
+        assert loaded.deepspeed_config["zero_stage"] == int(config.stem[-1])
+    if config.stem == "fsdp2":
+        assert loaded.fsdp_config["fsdp_version"] == 2
+    assert f"--config_file configs/accelerate/{config.name}" in config.read_text().splitlines()[1]
