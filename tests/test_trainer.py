@@ -517,3 +517,39 @@ def test_tokenizer_processor_is_rejected(tiny_models, tmp_path, dataset):
             train_dataset=dataset,
             processing_class=processor.tokenizer,
         )
+
+
+class RecordingVLLM:
+    """Stands in for trl's VLLMGeneration (vLLM needs a GPU): records each request, answers like the server does
+    (this process's slice of the completions), and samples a vision token in the first completion."""
+
+    def __init__(self, vision_token, eos):
+        self.requests, self.syncs, self.vision_token, self.eos = [], 0, vision_token, eos
+
+    def sync_weights(self):
+        self.syncs += 1
+
+    def generate(self, prompts, images, num_generations, profiler):
+        with profiler:
+            self.requests.append({"num_prompts": len(prompts), "num_generations": num_generations, "images": images})
+        completions = [[11, 12, self.eos] for _ in prompts]
+        completions[0] = [11, self.vision_token, 12, self.eos]
+        return None, completions, None, None
+
+
+@pytest.mark.parametrize("mode,expected_n", [("server", 4), ("colocate", 1)])
+def test_vllm_rollouts_are_grouped_in_server_mode_and_vision_tokens_cut(
+    tiny_models, tmp_path, dataset, mode, expected_n
+):
+    trainer = make_trainer(tiny_models, tmp_path, dataset, num_generations=4, per_device_train_batch_size=8)
+    image_pad = trainer._tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    fake = RecordingVLLM(image_pad, trainer._tokenizer.eos_token_id)
+    trainer.use_vllm, trainer.vllm_mode, trainer.vllm_generation, trainer._last_loaded_step = True, mode, fake, -1
+    batch = generation_batch(trainer, [dataset[0]] * 4 + [dataset[1]] * 4)
+    # Server: one request over the group-ordered rows with n = G (trl sends rows[::G] with n = G). Colocate: n = 1 per row.
+    assert fake.requests[0]["num_generations"] == expected_n and fake.requests[0]["num_prompts"] == 8
+    assert len(fake.requests[0]["images"]) == 8 and fake.syncs == 1
+    completions = completions_of(batch)
+    assert completions[0] == [11] and completions[1] == [11, 12, trainer._tokenizer.eos_token_id]
+    assert trainer._metrics["train"]["completions/vision_token_cut_frac"][-1] == pytest.approx(1 / 8)
+    assert batch["teacher_logps"].shape == batch["completion_ids"].shape  # the teacher replays the cut completions

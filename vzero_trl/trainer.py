@@ -1,16 +1,26 @@
 """`VZeroTrainer`: on-policy distillation of a vision-language student with contrastive evidence gating."""
 
+import math
 import os
 import textwrap
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 import torch
 from datasets import Dataset, IterableDataset
 from torch.utils.data import DataLoader, Sampler
-from transformers import PreTrainedModel, ProcessorMixin, TrainerCallback, is_wandb_available
+from transformers import PreTrainedModel, ProcessorMixin, TrainerCallback, is_trackio_available, is_wandb_available
+from transformers.utils import is_rich_available
 from trl import DistillationTrainer
-from trl.trainer.utils import RepeatSampler, get_config_model_id, get_trackio_space_url, repeat_iterable_dataset
+from trl.extras.profiling import profiling_context
+from trl.trainer.utils import (
+    RepeatSampler,
+    get_config_model_id,
+    get_trackio_space_url,
+    print_prompt_completions_sample,
+    repeat_iterable_dataset,
+)
 
 from . import processors  # noqa: F401  (lets AutoProcessor load the torchvision-free processor of the tiny models)
 from .card import build_model_card
@@ -54,9 +64,11 @@ class VZeroTrainer(DistillationTrainer):
       batch, over whole groups gathered from all processes;
     - `_compute_loss` computes the gated loss from the student's sampled-token log-probabilities (or the gated full
       reverse KL), normalised so that gradient accumulation and data parallelism give the same update as one batch;
-    - `_generate_single_turn` never lets a vision placeholder token into a completion;
+    - `_generate_single_turn` sends each prompt once with `n = num_generations` to a vLLM server, and never lets a
+      vision placeholder token into a completion;
     - evidence metrics are logged under `evidence/*` and the sampled reverse KL under `distillation/reverse_kl`;
-    - `create_model_card` writes an image-text-to-text card with the teacher and the V-Zero hyper-parameters.
+    - `create_model_card` writes an image-text-to-text card with the teacher and the V-Zero hyper-parameters;
+    - `log` adds each rollout's gate and evidence score to the completions table (`log_completions=True`).
 
     Example:
 
@@ -162,6 +174,9 @@ class VZeroTrainer(DistillationTrainer):
         self.generation_kwargs["suppress_tokens"] = suppressed
         self.generation_config.suppress_tokens = suppressed
         self._reverse_kl_stats = None
+        # Beside the base class's prompt and completion logs, aligned with them, for the completions table.
+        self._logs["gate"] = deque(maxlen=self._logs["prompt"].maxlen)
+        self._logs["evidence_score"] = deque(maxlen=self._logs["prompt"].maxlen)
 
     def _set_signature_columns_if_needed(self):
         # Keep the evidence columns (and `id`, used in error messages) if `remove_unused_columns` is turned on.
@@ -236,15 +251,33 @@ class VZeroTrainer(DistillationTrainer):
             self.args.dataloader_num_workers = num_workers
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, has_tool_images=False):
-        completion_ids = super()._generate_single_turn(prompt_ids, images, multimodal_fields, has_tool_images)
+        mode = "train" if self.model.training else "eval"
+        if self.use_vllm and self.vllm_mode == "server":
+            completion_ids = self._generate_with_vllm_server(prompt_ids, images, mode)
+        else:  # transformers, or colocated vLLM (one completion per repeated row)
+            completion_ids = super()._generate_single_turn(prompt_ids, images, multimodal_fields, has_tool_images)
         # Generation suppresses vision tokens, but vLLM ignores the transformers suppression list.
         completion_ids, num_cut = truncate_at_tokens(
             completion_ids, self._vision_token_ids, self._tokenizer.eos_token_id
         )
         num_cut = self.accelerator.gather(torch.tensor(num_cut, device=self.accelerator.device)).sum()
-        mode = "train" if self.model.training else "eval"
         self._metrics[mode]["completions/vision_token_cut_frac"].append(
             num_cut.item() / (len(completion_ids) * self.accelerator.num_processes)
+        )
+        return completion_ids
+
+    def _generate_with_vllm_server(self, prompt_ids: list[list[int]], images, mode: str) -> list[list[int]]:
+        # The gathered rows hold each prompt `num_generations` times in a row, so the server gets every prompt (and its
+        # image features) once with `n = num_generations`, instead of `num_generations` separate requests.
+        if self.state.global_step != self._last_loaded_step:
+            with profiling_context(self, "sync_weights"):
+                self.vllm_generation.sync_weights()
+            self._last_loaded_step = self.state.global_step
+        _, completion_ids, _, _ = self.vllm_generation.generate(
+            prompts=prompt_ids,
+            images=images,
+            num_generations=self.args.num_generations if mode == "train" else self.args.num_generations_eval,
+            profiler=profiling_context(self, "vLLM.generate"),
         )
         return completion_ids
 
@@ -286,6 +319,11 @@ class VZeroTrainer(DistillationTrainer):
             weights = torch.ones(local_rows, device=pos_logps.device)
             all_weights = self.accelerator.gather(weights)
         self._log_evidence_metrics(mode, mask, pos_logps, neg_logps, all_scores, all_weights, num_generations)
+        if self.log_completions:  # gathered in the same order as the base class's prompts and completions
+            self._logs["gate"].extend(all_weights.tolist())
+            self._logs["evidence_score"].extend(
+                all_scores.tolist() if all_scores is not None else [math.nan] * len(all_weights)
+            )
 
         output["teacher_logps"] = pos_logps
         output["evidence_weights"] = weights
@@ -462,7 +500,57 @@ class VZeroTrainer(DistillationTrainer):
             tags=sorted(tags | set(self._tag_names)),
             citation=self._paper["citation"],
             num_processes=self.accelerator.num_processes,
+            log_history=self.state.log_history,
             wandb_url=wandb_url,
             trackio_url=get_trackio_space_url(),
         )
         card.save(os.path.join(self.args.output_dir, "README.md"))
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # The base class writes a completions table without gates; write ours instead.
+        log_completions, self.log_completions = self.log_completions, False
+        try:
+            super().log(logs, start_time)
+        finally:
+            self.log_completions = log_completions
+        if self.accelerator.is_main_process and self.log_completions:
+            self._log_completions_table()
+
+    def _log_completions_table(self) -> None:
+        """Prompts, completions, gates and evidence scores of the latest generation batch: printed with rich, written
+        to `output_dir/completions/completions_<step>.parquet`, and logged as a table to wandb / trackio."""
+        import pandas as pd
+
+        step = self.state.global_step
+        table = pd.DataFrame(
+            {
+                "step": [step] * len(self._logs["prompt"]),
+                "prompt": list(self._logs["prompt"]),
+                "completion": list(self._logs["completion"]),
+                "gate": list(self._logs["gate"]),
+                "evidence_score": list(self._logs["evidence_score"]),
+            }
+        )
+        if is_rich_available():
+            print_prompt_completions_sample(
+                table["prompt"].tolist(),
+                table["completion"].tolist(),
+                {"gate": table["gate"].tolist(), "evidence_score": table["evidence_score"].tolist()},
+                None,
+                step,
+                self.num_completions_to_print,
+            )
+        os.makedirs(os.path.join(self.args.output_dir, "completions"), exist_ok=True)
+        table.to_parquet(os.path.join(self.args.output_dir, "completions", f"completions_{step:05d}.parquet"))
+        if self.log_unique_prompts:
+            table = table.drop_duplicates(subset=["prompt"])
+        report_to = self.args.report_to or []
+        if "wandb" in report_to and is_wandb_available():
+            import wandb
+
+            if wandb.run is not None:
+                wandb.log({"completions": wandb.Table(dataframe=table)})
+        if "trackio" in report_to and is_trackio_available():
+            import trackio
+
+            trackio.log({"completions": trackio.Table(dataframe=table)})
