@@ -26,6 +26,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
 
 from vzero_trl import VZeroConfig, VZeroTrainer
+from vzero_trl.evaluate import BenchmarkEvalCallback, validation_mix
 from vzero_trl.prepare import open_dataset
 from vzero_trl.synthetic import make_dataset
 from vzero_trl.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
@@ -53,6 +54,16 @@ class VZeroScriptArguments(ScriptArguments):
     image_max_pixels: int | None = field(
         default=None, metadata={"help": "Largest image area after resizing (official V-Zero: 16777216)."}
     )
+    benchmark_eval: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Benchmarks to score the model on during training (e.g. vstar hrbench_4k mme_realworld)."},
+    )
+    benchmark_eval_items: int = field(default=150, metadata={"help": "Items sampled from each benchmark_eval one."})
+    benchmark_eval_steps: int = field(default=50, metadata={"help": "Score the benchmark mix every this many steps."})
+    benchmark_eval_sources: list[str] = field(
+        default_factory=list, metadata={"help": "Per-benchmark overrides name=hub_id_or_path for benchmark_eval."}
+    )
+    benchmark_eval_max_new_tokens: int = field(default=1024, metadata={"help": "Token budget of those answers."})
 
 
 def make_parser() -> TrlParser:
@@ -120,6 +131,20 @@ def main(script_args: VZeroScriptArguments, training_args: VZeroConfig, model_ar
         quantization_config=get_quantization_config(model_args),
         peft_config=get_peft_config(model_args),
     )
+
+    if script_args.benchmark_eval:
+        sources = dict(pair.split("=", 1) for pair in script_args.benchmark_eval_sources)
+        items = validation_mix(
+            script_args.benchmark_eval, script_args.benchmark_eval_items, training_args.seed, sources
+        )
+        trainer.add_callback(
+            BenchmarkEvalCallback(
+                trainer,
+                items,
+                script_args.benchmark_eval_steps,
+                max_new_tokens=script_args.benchmark_eval_max_new_tokens,
+            )
+        )
 
     checkpoint = training_args.resume_from_checkpoint or last_complete_checkpoint(training_args.output_dir)
     if checkpoint is not None:

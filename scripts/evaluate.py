@@ -1,0 +1,25 @@
+"""Score a checkpoint (base or trained) on the paper's Table 1 benchmarks and print the table beside the paper's rows.
+
+Table 1 of the paper for Qwen/Qwen3.5-4B, on a GPU machine (about 33K questions; vLLM is much faster than
+transformers):
+
+    python scripts/evaluate.py --model Qwen/Qwen3.5-4B --output_dir eval/qwen3.5-4b --backend vllm --dtype bfloat16 \
+        --judge_model Qwen/Qwen3-30B-A3B-Instruct-2507
+
+A quick look at a trained checkpoint (greedy, 50 questions per benchmark, local copies of the benchmarks):
+
+    python scripts/evaluate.py --model outputs/vzero-qwen3.5-4b-27b --output_dir eval/trial --protocol greedy \
+        --limit 50 --data_dir benchmarks_data
+
+Rerunning the same command resumes: questions already in `output_dir/predictions.jsonl` are not asked again. Every flag
+is a field of `vzero_trl.evaluate.EvaluateConfig`; `--config settings.yaml` reads them from a file.
+"""
+
+from trl import TrlParser
+
+from vzero_trl.evaluate import EvaluateConfig, evaluate, report
+
+
+if __name__ == "__main__":
+    (config,) = TrlParser((EvaluateConfig,)).parse_args_and_config()
+    print(report(evaluate(config)))
