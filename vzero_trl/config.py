@@ -44,6 +44,11 @@ class VZeroConfig(DistillationConfig):
         teacher_batch_size (`int`, *optional*):
             Number of rollouts per teacher forward pass when replaying the views. Defaults to
             `per_device_train_batch_size`. Lower it if the teacher's long multimodal contexts run out of memory.
+        teacher_scoring (`str`, *optional*, defaults to `"shared_prefix"`):
+            `"shared_prefix"`: each prompt's image and question are run through the teacher once, and both views and
+            all rollouts continue from that state (one full-image encoding per prompt instead of `2G`; Qwen3.5
+            teachers). `"naive"`: every rollout is scored under each view as its own sequence (any teacher; the
+            reference the shared path is tested against).
 
         > Parameters that control the evidence gate
 
@@ -116,6 +121,10 @@ class VZeroConfig(DistillationConfig):
         default=None,
         metadata={"help": "Rollouts per teacher forward pass. Defaults to per_device_train_batch_size."},
     )
+    teacher_scoring: Literal["shared_prefix", "naive"] = field(
+        default="shared_prefix",
+        metadata={"help": "'shared_prefix' (each prompt's prefix run once; Qwen3.5 teachers) or 'naive' (reference)."},
+    )
 
     # Parameters that control the evidence gate
     evidence_alpha: float = field(
@@ -165,6 +174,7 @@ class VZeroConfig(DistillationConfig):
         _check_choice("evidence_std", self.evidence_std, ("population", "sample"))
         _check_choice("loss_type", self.loss_type, ("sampled_token", "full_reverse_kl"))
         _check_choice("loss_aggregation", self.loss_aggregation, ("sequence", "token"))
+        _check_choice("teacher_scoring", self.teacher_scoring, ("shared_prefix", "naive"))
 
         if self.num_generations < 1 or self.num_generations_eval < 1:
             raise ValueError(

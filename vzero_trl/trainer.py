@@ -28,7 +28,15 @@ from .config import VZeroConfig
 from .gating import constant_groups, evidence_scores, evidence_weights
 from .losses import sampled_token_loss, weighted_aggregate
 from .scoring import completion_logps, completion_reverse_kl
-from .views import check_dataset_columns, check_row, student_messages, teacher_messages, truncate_at_tokens
+from .shared_prefix import SUPPORTED_MODEL_TYPES, score_views_shared
+from .views import (
+    check_dataset_columns,
+    check_row,
+    same_example,
+    student_messages,
+    teacher_messages,
+    truncate_at_tokens,
+)
 
 
 # Model inputs that the processor returns besides the token ids and that `_get_last_hidden_state` accepts.
@@ -168,6 +176,13 @@ class VZeroTrainer(DistillationTrainer):
                 "left-padded prompts. Load it with `AutoProcessor.from_pretrained(..., padding_side='left')`."
             )
 
+        teacher_type = self.accelerator.unwrap_model(self.teacher_model).config.model_type
+        if args.teacher_scoring == "shared_prefix" and teacher_type not in SUPPORTED_MODEL_TYPES:
+            raise ValueError(
+                f"teacher_scoring='shared_prefix' is verified for {list(SUPPORTED_MODEL_TYPES)} teachers, got a "
+                f"{teacher_type!r} teacher. Set `teacher_scoring='naive'` to score every rollout as its own sequence."
+            )
+
         config = self.accelerator.unwrap_model(self.model).config.to_dict()
         self._vision_token_ids = {config[name] for name in VISION_TOKEN_ATTRIBUTES if config.get(name) is not None}
         suppressed = sorted(set(self.generation_kwargs.get("suppress_tokens") or []) | self._vision_token_ids)
@@ -292,14 +307,13 @@ class VZeroTrainer(DistillationTrainer):
         prompts = [student_messages(row) for row in inputs]
         keep_hidden = self.args.loss_type == "full_reverse_kl"
 
-        pos_logps, pos_hidden = self._score_teacher_view(
-            prompts, [row[self.args.crop_column] for row in inputs], completion_ids, mask, keep_hidden
-        )
+        crop_columns = [self.args.crop_column]
+        if self.args.evidence_alpha > 0:  # with gating off the negative view is never scored
+            crop_columns.append(self.args.negative_crop_column)
+        scored = self._score_teacher_views(inputs, prompts, crop_columns, completion_ids, mask, keep_hidden)
+        (pos_logps, pos_hidden), neg_logps = scored[0], scored[1][0] if len(scored) > 1 else None
         local_rows = len(inputs)
-        if self.args.evidence_alpha > 0:
-            neg_logps, _ = self._score_teacher_view(
-                prompts, [row[self.args.negative_crop_column] for row in inputs], completion_ids, mask, False
-            )
+        if neg_logps is not None:
             scores = evidence_scores(pos_logps, neg_logps, mask, gamma=self.args.evidence_gamma)
             # The gate needs whole groups, which may straddle processes: gather, gate, keep this process's rows.
             all_scores = self.accelerator.gather(scores)
@@ -314,8 +328,8 @@ class VZeroTrainer(DistillationTrainer):
             )
             start = self.accelerator.process_index * local_rows
             weights = all_weights[start : start + local_rows]
-        else:  # gating off: plain on-policy distillation from the positive view, no negative pass
-            neg_logps = all_scores = None
+        else:  # plain on-policy distillation from the positive view
+            all_scores = None
             weights = torch.ones(local_rows, device=pos_logps.device)
             all_weights = self.accelerator.gather(weights)
         self._log_evidence_metrics(mode, mask, pos_logps, neg_logps, all_scores, all_weights, num_generations)
@@ -333,6 +347,74 @@ class VZeroTrainer(DistillationTrainer):
         if keep_hidden:
             output["teacher_hidden_states"] = pos_hidden
         return output
+
+    def _score_teacher_views(
+        self,
+        rows: list[dict[str, Any]],
+        prompts: list[list[dict[str, Any]]],
+        crop_columns: list[str],
+        completion_ids: torch.Tensor,
+        completion_mask: torch.Tensor,
+        keep_hidden: bool,
+    ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """
+        Teacher log-probabilities `(B, C)` of the rollouts under the view of each crop column (and the first view's
+        hidden states `(B, C, H_t)` if `keep_hidden`), by `teacher_scoring`: shared-prefix or naive.
+        """
+        if self.args.teacher_scoring == "naive":
+            return [
+                self._score_teacher_view(
+                    prompts, [row[column] for row in rows], completion_ids, completion_mask, keep_hidden and i == 0
+                )
+                for i, column in enumerate(crop_columns)
+            ]
+        teacher = self.accelerator.unwrap_model(self.teacher_model)
+        self.teacher_model.eval()
+        results = [([], []) for _ in crop_columns]
+        start = 0
+        while start < len(rows):  # one run of copies of the same example at a time
+            end = start + 1
+            while end < len(rows) and same_example(rows[start], rows[end], crop_columns):
+                end += 1
+            views = [self._teacher_view_inputs([prompts[start]], [rows[start][column]]) for column in crop_columns]
+            scored = self._forward_redirection(
+                self.teacher_model,
+                teacher,
+                score_views_shared,
+                teacher.base_model,
+                teacher.get_output_embeddings(),
+                views,
+                completion_ids[start:end],
+                completion_mask[start:end],
+                image_token_id=teacher.config.image_token_id,
+                temperature=self.temperature,
+                rows_per_forward=self.args.teacher_batch_size or self.args.per_device_train_batch_size,
+                keep_hidden=keep_hidden,
+            )
+            for (logps, hidden), (all_logps, all_hidden) in zip(scored, results, strict=True):
+                all_logps.append(logps)
+                all_hidden.append(hidden)
+            start = end
+        return [
+            (torch.cat(logps), torch.cat(hidden) if keep_hidden and i == 0 else None)
+            for i, (logps, hidden) in enumerate(results)
+        ]
+
+    def _teacher_view_inputs(self, prompts: list[list[dict[str, Any]]], crops: list) -> dict[str, torch.Tensor]:
+        # One processor call for the rows' teacher view: left padded, ids and pixels that agree with each other.
+        messages = [
+            teacher_messages(prompt, crop, self.args.teacher_crop_prefix, self.args.teacher_crop_suffix)
+            for prompt, crop in zip(prompts, crops, strict=True)
+        ]
+        return self.processing_class.apply_chat_template(
+            messages,
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            processor_kwargs={"padding": True},
+            **self.chat_template_kwargs,
+        ).to(self.accelerator.device)
 
     @torch.no_grad()
     def _score_teacher_view(
@@ -356,19 +438,7 @@ class VZeroTrainer(DistillationTrainer):
         logps, hidden = [], []
         for start in range(0, len(prompts), chunk):
             rows = slice(start, start + chunk)
-            messages = [
-                teacher_messages(prompt, crop, self.args.teacher_crop_prefix, self.args.teacher_crop_suffix)
-                for prompt, crop in zip(prompts[rows], crops[rows], strict=True)
-            ]
-            view = self.processing_class.apply_chat_template(
-                messages,
-                add_generation_prompt=True,
-                tokenize=True,
-                return_dict=True,
-                return_tensors="pt",
-                processor_kwargs={"padding": True},
-                **self.chat_template_kwargs,
-            ).to(self.accelerator.device)
+            view = self._teacher_view_inputs(prompts[rows], crops[rows])
             extra = {key: view[key] for key in MULTIMODAL_KEYS if key in view}
             for key in TOKEN_TYPE_KEYS:
                 if key in extra:

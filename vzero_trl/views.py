@@ -138,6 +138,28 @@ def check_row(row: dict[str, Any], crop_columns: Iterable[str], index: int) -> N
             )
 
 
+def same_example(a: dict[str, Any], b: dict[str, Any], image_columns: Iterable[str]) -> bool:
+    """
+    Whether two rows are copies of one dataset example (the trainer's sampler repeats each prompt `num_generations`
+    times in a row): the same `id` when both have one, otherwise the same prompt and pixel-identical images in
+    `image_columns` (and `image` / `images`).
+    """
+    if "id" in a and "id" in b:
+        return a["id"] == b["id"]
+    if a["prompt"] != b["prompt"]:
+        return False
+    columns = ["images" if "images" in a else "image", *image_columns]
+    for column in columns:
+        first = a[column] if isinstance(a[column], list) else [a[column]]
+        second = b[column] if isinstance(b[column], list) else [b[column]]
+        if len(first) != len(second) or any(
+            x.size != y.size or x.mode != y.mode or x.tobytes() != y.tobytes()
+            for x, y in zip(first, second, strict=True)
+        ):
+            return False
+    return True
+
+
 def truncate_at_tokens(completions: list[list[int]], stop_ids: set[int], fill_id: int) -> tuple[list[list[int]], int]:
     """
     Cut each completion before the first token in `stop_ids`.

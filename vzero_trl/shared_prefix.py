@@ -1,0 +1,164 @@
+"""Teacher scoring that processes each prompt's shared prefix once.
+
+Per prompt, the teacher scores `2 x G` sequences (two evidence views, `G` rollouts) that share one long prefix: the full
+image, the question and the start of the crop sentence. Scored one by one they cost `2G (P + K + C)` tokens and `2G`
+encodings of the full image; as a tree they cost `P + 2K + 2GC` tokens and one encoding:
+
+    prefix (full image, question, "...from the original image: ")        run once, into a cache
+      +- view + : crop image, rest of the prompt                          cache copied, run once per view
+      |    +- rollout 1 ... rollout G                                      cache forked G ways, completions batched
+      +- view - : negative crop image, rest of the prompt
+           +- rollout 1 ... rollout G
+
+Qwen3.5 mixes Gated-DeltaNet (linear attention) and full-attention layers, so masking tricks that share a prefix inside
+one packed row do not work: the recurrent layers would scan across rollouts. Forking the model's cache does: its
+attention keys/values and its recurrent and convolution states are all carried forward. The teacher needs no gradient,
+so the in-place cache updates are harmless. Multimodal RoPE positions are computed once per view for the whole prompt
+(`get_rope_index`) and sliced for each segment; completion tokens continue as text positions.
+
+The result equals scoring each sequence alone, up to float rounding (tests pin it at 1e-5 in float32).
+"""
+
+import copy
+
+import torch
+from transformers.cache_utils import DynamicCache
+
+from .scoring import completion_logps
+
+
+# Model types verified to give the same log-probabilities as scoring each sequence alone (Qwen3-VL and the MoE variants
+# share the interface but are not covered by the tests yet: use `teacher_scoring="naive"` for them).
+SUPPORTED_MODEL_TYPES = ("qwen3_5",)
+
+
+def image_runs(input_ids: torch.Tensor, image_token_id: int) -> list[tuple[int, int]]:
+    """
+    `(start, end)` of each contiguous run of image placeholder tokens in a 1-D sequence of ids, in order: one run per
+    image.
+    """
+    positions = (input_ids == image_token_id).nonzero().flatten().tolist()
+    runs = []
+    for position in positions:
+        if runs and runs[-1][1] == position:
+            runs[-1] = (runs[-1][0], position + 1)
+        else:
+            runs.append((position, position + 1))
+    return runs
+
+
+@torch.no_grad()
+def score_views_shared(
+    backbone: torch.nn.Module,
+    lm_head: torch.nn.Module,
+    views: list[dict[str, torch.Tensor]],
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    image_token_id: int,
+    temperature: float = 1.0,
+    rows_per_forward: int | None = None,
+    keep_hidden: bool = False,
+) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """
+    Teacher log-probabilities of `G` rollouts of one prompt under each of its views, sharing the common prefix.
+
+    Args:
+        backbone (`torch.nn.Module`):
+            The teacher's multimodal backbone (`model.base_model`: image encoder + decoder, no `lm_head`).
+        lm_head (`torch.nn.Module`):
+            The teacher's output projection.
+        views (`list[dict]`):
+            One processor output per view for this prompt (batch of 1, no padding): `input_ids`, `pixel_values`,
+            `image_grid_thw`, `mm_token_type_ids`. The views must agree on every token before their last image (the
+            crop), which is where they may differ.
+        completion_ids (`torch.Tensor`):
+            The prompt's rollouts, shape `(G, C)`, right-padded.
+        completion_mask (`torch.Tensor`):
+            Shape `(G, C)`.
+        image_token_id (`int`):
+            The image placeholder token.
+        temperature (`float`, *optional*, defaults to `1.0`):
+            Softmax temperature.
+        rows_per_forward (`int`, *optional*):
+            Rollouts per completion forward (memory bound); all `G` at once by default.
+        keep_hidden (`bool`, *optional*, defaults to `False`):
+            Also return the hidden states aligned with the completion, `(G, C, H)`.
+
+    Returns:
+        `list[tuple[torch.Tensor, torch.Tensor | None]]`: per view, the log-probabilities `(G, C)` (0 where masked)
+        and the hidden states or `None`.
+    """
+    device = completion_ids.device
+    num_rows, num_tokens = completion_ids.shape
+    rows_per_forward = rows_per_forward or num_rows
+    runs = [image_runs(view["input_ids"][0], image_token_id) for view in views]
+    prefix_length = min(view_runs[-1][0] for view_runs in runs)
+    first = views[0]
+    if any(
+        not torch.equal(view["input_ids"][0, :prefix_length], first["input_ids"][0, :prefix_length]) for view in views
+    ):
+        raise ValueError("The teacher views must share every token before their crop image.")
+    prefix_images = sum(end <= prefix_length for _, end in runs[0])
+    prefix_pixels = int(first["image_grid_thw"][:prefix_images].prod(-1).sum())
+
+    positions = []
+    for view in views:
+        ones = torch.ones_like(view["input_ids"])
+        position_ids, delta = backbone.get_rope_index(
+            input_ids=view["input_ids"],
+            mm_token_type_ids=view["mm_token_type_ids"],
+            image_grid_thw=view["image_grid_thw"],
+            attention_mask=ones,
+        )
+        positions.append((position_ids, delta))
+
+    # The prefix: full image, question, and the crop sentence up to the crop image; its image is encoded once here.
+    cache = DynamicCache(config=backbone.config)
+    backbone(
+        input_ids=first["input_ids"][:, :prefix_length],
+        attention_mask=torch.ones(1, prefix_length, dtype=torch.long, device=device),
+        position_ids=positions[0][0][..., :prefix_length],
+        pixel_values=first["pixel_values"][:prefix_pixels],
+        image_grid_thw=first["image_grid_thw"][:prefix_images],
+        mm_token_type_ids=first["mm_token_type_ids"][:, :prefix_length],
+        cache=cache,
+        use_cache=True,
+    )
+
+    results = []
+    for view, (position_ids, delta) in zip(views, positions, strict=True):
+        length = view["input_ids"].size(1)
+        view_cache = copy.deepcopy(cache)  # the segments update the cache in place
+        last = backbone(
+            input_ids=view["input_ids"][:, prefix_length:],
+            attention_mask=torch.ones(1, length, dtype=torch.long, device=device),
+            position_ids=position_ids[..., prefix_length:],
+            pixel_values=view["pixel_values"][prefix_pixels:],
+            image_grid_thw=view["image_grid_thw"][prefix_images:],
+            mm_token_type_ids=view["mm_token_type_ids"][:, prefix_length:],
+            cache=view_cache,
+            use_cache=True,
+        ).last_hidden_state[:, -1:]  # predicts the first completion token
+        logps, hidden = [], []
+        for start in range(0, num_rows, rows_per_forward):
+            rows = slice(start, start + rows_per_forward)
+            ids, mask = completion_ids[rows], completion_mask[rows]
+            states = last.expand(ids.size(0), 1, -1)
+            if num_tokens > 1:  # tokens 0..C-2 predict tokens 1..C-1; the last token predicts nothing we score
+                fork = copy.deepcopy(view_cache)
+                fork.reorder_cache(torch.zeros(ids.size(0), dtype=torch.long, device=device))
+                text_positions = torch.arange(length, length + num_tokens - 1, device=device) + delta[0].to(device)
+                out = backbone(
+                    input_ids=ids[:, :-1],
+                    attention_mask=torch.cat([torch.ones_like(ids[:, :1]).expand(-1, length), mask[:, :-1]], dim=1),
+                    position_ids=text_positions.view(1, 1, -1).expand(3, ids.size(0), -1),
+                    cache=fork,
+                    use_cache=True,
+                )
+                states = torch.cat([states, out.last_hidden_state], dim=1)
+            chunk_logps, _ = completion_logps(states, lm_head, ids, mask, temperature)
+            logps.append(chunk_logps)
+            if keep_hidden:
+                hidden.append(states)
+        results.append((torch.cat(logps), torch.cat(hidden) if keep_hidden else None))
+    return results
