@@ -49,6 +49,14 @@ class VZeroConfig(DistillationConfig):
             all rollouts continue from that state (one full-image encoding per prompt instead of `2G`; Qwen3.5
             teachers). `"naive"`: every rollout is scored under each view as its own sequence (any teacher; the
             reference the shared path is tested against).
+        student_scoring (`str`, *optional*, defaults to `"naive"`):
+            The student's training forward. `"shared_prefix"`: the rollouts of one prompt in a micro-batch continue
+            from a single run of its image and question, with gradients flowing back through the shared part (one
+            full-image encoding and one prefix per prompt instead of one per rollout; Qwen3.5 students). It needs
+            `activation_checkpointing: false` (checkpointing drops the model's cache in training) and falls back to
+            `"naive"` with a warning otherwise, or for other model types. Micro-batches then keep each prompt's
+            rollouts together instead of shuffling them; with one optimizer step per generation batch the summed
+            gradient is the same. `"naive"`: every rollout is its own `[prompt | completion]` sequence.
 
         > Parameters that control the evidence gate
 
@@ -125,6 +133,13 @@ class VZeroConfig(DistillationConfig):
         default="shared_prefix",
         metadata={"help": "'shared_prefix' (each prompt's prefix run once; Qwen3.5 teachers) or 'naive' (reference)."},
     )
+    student_scoring: Literal["shared_prefix", "naive"] = field(
+        default="naive",
+        metadata={
+            "help": "'shared_prefix' (student's prompt run once per prompt in a micro-batch, gradients through it; "
+            "Qwen3.5, no activation checkpointing) or 'naive'."
+        },
+    )
 
     # Parameters that control the evidence gate
     evidence_alpha: float = field(
@@ -175,6 +190,7 @@ class VZeroConfig(DistillationConfig):
         _check_choice("loss_type", self.loss_type, ("sampled_token", "full_reverse_kl"))
         _check_choice("loss_aggregation", self.loss_aggregation, ("sequence", "token"))
         _check_choice("teacher_scoring", self.teacher_scoring, ("shared_prefix", "naive"))
+        _check_choice("student_scoring", self.student_scoring, ("shared_prefix", "naive"))
 
         if self.num_generations < 1 or self.num_generations_eval < 1:
             raise ValueError(

@@ -1,4 +1,4 @@
-"""Teacher scoring that processes each prompt's shared prefix once.
+"""Teacher scoring and student forwards that process each prompt's shared prefix once.
 
 Per prompt, the teacher scores `2 x G` sequences (two evidence views, `G` rollouts) that share one long prefix: the full
 image, the question and the start of the crop sentence. Scored one by one they cost `2G (P + K + C)` tokens and `2G`
@@ -17,12 +17,17 @@ so the in-place cache updates are harmless. Multimodal RoPE positions are comput
 (`get_rope_index`) and sliced for each segment; completion tokens continue as text positions.
 
 The result equals scoring each sequence alone, up to float rounding (tests pin it at 1e-5 in float32).
+
+The student's training forward (`student_hidden_shared`) is the same tree with one view and gradients: the prompt runs
+once, its cache is forked `G` ways and the rollouts continue from it, so the backward sums every rollout's gradient
+into the one prompt pass. That needs cache layers whose updates stay on the autograd graph
+(`DifferentiableLinearAttentionLayer`) and no activation checkpointing (which drops the cache in training).
 """
 
 import copy
 
 import torch
-from transformers.cache_utils import DynamicCache
+from transformers.cache_utils import DynamicCache, LinearAttentionLayer
 
 from .scoring import completion_logps
 
@@ -162,3 +167,97 @@ def score_views_shared(
                 hidden.append(states)
         results.append((torch.cat(logps), torch.cat(hidden) if keep_hidden else None))
     return results
+
+
+class DifferentiableLinearAttentionLayer(LinearAttentionLayer):
+    """
+    A linear-attention cache layer that assigns its new convolution and recurrent states instead of copying them into
+    fixed buffers. The parent copies in place (to keep static addresses for CUDA graphs), which breaks the backward of
+    a forward that continued from the cache; assigning keeps both forwards differentiable.
+    """
+
+    def update_conv_state(self, conv_states, state_idx=0, conv_kernel_size=None, **kwargs):
+        if not self.is_conv_states_initialized[state_idx]:
+            self.lazy_initialization(conv_states=conv_states, state_idx=state_idx, conv_kernel_size=conv_kernel_size)
+        kernel = self.conv_kernel_size[state_idx]
+        if self.has_previous_state[state_idx]:
+            full = torch.cat([self.conv_states[state_idx], conv_states], dim=-1)
+        else:  # the first segment: left-pad to the kernel, as the parent does
+            full = torch.nn.functional.pad(conv_states, (max(0, kernel - conv_states.shape[-1]), 0))
+            self.has_previous_state[state_idx] = True
+        self.conv_states[state_idx] = full[..., -kernel:]
+        return full
+
+    def update_recurrent_state(self, recurrent_states, state_idx=0, **kwargs):
+        self.recurrent_states[state_idx] = recurrent_states
+        self.is_recurrent_states_initialized[state_idx] = True
+        return recurrent_states
+
+
+def differentiable_cache(config) -> DynamicCache:
+    """A `DynamicCache` for `config` whose linear-attention layers stay differentiable across segments."""
+    cache = DynamicCache(config=config)
+    for layer in cache.layers:
+        if type(layer) is LinearAttentionLayer:
+            layer.__class__ = DifferentiableLinearAttentionLayer  # same state, assignment instead of in-place copies
+    return cache
+
+
+def student_hidden_shared(
+    backbone: torch.nn.Module,
+    prompt: dict[str, torch.Tensor],
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+) -> torch.Tensor:
+    """
+    The student's hidden states at the completion positions of `G` rollouts of one prompt, with the prompt (image and
+    question) run once and the rollouts continuing from a `G`-way fork of its state; gradients flow into the shared
+    part. Equal to running each `[prompt | completion]` alone, up to float rounding.
+
+    Args:
+        backbone (`torch.nn.Module`):
+            The student's multimodal backbone (no `lm_head`).
+        prompt (`dict`):
+            One unpadded prompt: `input_ids` `(1, P)`, `pixel_values`, `image_grid_thw`, `mm_token_type_ids` `(1, P)`.
+        completion_ids (`torch.Tensor`):
+            Rollouts `(G, C)`, right-padded.
+        completion_mask (`torch.Tensor`):
+            `(G, C)`.
+
+    Returns:
+        `torch.Tensor`: hidden states `(G, C, H)` aligned with the completion tokens (position `k` predicts token `k`).
+    """
+    device = completion_ids.device
+    num_rows, num_tokens = completion_ids.shape
+    length = prompt["input_ids"].size(1)
+    ones = torch.ones_like(prompt["input_ids"])
+    position_ids, delta = backbone.get_rope_index(
+        input_ids=prompt["input_ids"],
+        mm_token_type_ids=prompt["mm_token_type_ids"],
+        image_grid_thw=prompt["image_grid_thw"],
+        attention_mask=ones,
+    )
+    cache = differentiable_cache(backbone.config)
+    last = backbone(
+        input_ids=prompt["input_ids"],
+        attention_mask=ones,
+        position_ids=position_ids,
+        pixel_values=prompt["pixel_values"],
+        image_grid_thw=prompt["image_grid_thw"],
+        mm_token_type_ids=prompt["mm_token_type_ids"],
+        cache=cache,
+        use_cache=True,
+    ).last_hidden_state[:, -1:]
+    states = last.expand(num_rows, 1, -1)
+    if num_tokens == 1:
+        return states
+    cache.reorder_cache(torch.zeros(num_rows, dtype=torch.long, device=device))
+    text_positions = torch.arange(length, length + num_tokens - 1, device=device) + delta[0].to(device)
+    out = backbone(
+        input_ids=completion_ids[:, :-1],
+        attention_mask=torch.cat([ones.expand(num_rows, -1), completion_mask[:, :-1]], dim=1),
+        position_ids=text_positions.view(1, 1, -1).expand(3, num_rows, -1),
+        cache=cache,
+        use_cache=True,
+    )
+    return torch.cat([states, out.last_hidden_state], dim=1)

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
 from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedModel, ProcessorMixin, TrainerCallback, is_trackio_available, is_wandb_available
-from transformers.utils import is_rich_available
+from transformers.utils import is_rich_available, logging
 from trl import DistillationTrainer
 from trl.extras.profiling import profiling_context
 from trl.trainer.utils import (
@@ -20,6 +21,9 @@ from trl.trainer.utils import (
     get_trackio_space_url,
     print_prompt_completions_sample,
     repeat_iterable_dataset,
+    split_pixel_values_by_grid,
+    split_tensor_dict,
+    unsplit_pixel_values_by_grid,
 )
 
 from . import processors  # noqa: F401  (lets AutoProcessor load the torchvision-free processor of the tiny models)
@@ -28,7 +32,7 @@ from .config import VZeroConfig
 from .gating import constant_groups, evidence_scores, evidence_weights
 from .losses import sampled_token_loss, weighted_aggregate
 from .scoring import completion_logps, completion_reverse_kl
-from .shared_prefix import SUPPORTED_MODEL_TYPES, score_views_shared
+from .shared_prefix import SUPPORTED_MODEL_TYPES, image_runs, score_views_shared, student_hidden_shared
 from .views import (
     check_dataset_columns,
     check_row,
@@ -52,6 +56,8 @@ MULTIMODAL_KEYS = (
 )
 # Per-token type ids are aligned with the prompt, so they are extended with zeros over the completion.
 TOKEN_TYPE_KEYS = ("token_type_ids", "mm_token_type_ids")
+logger = logging.get_logger(__name__)
+
 # Config attributes naming vision placeholder tokens, which the student must never sample.
 VISION_TOKEN_ATTRIBUTES = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
 
@@ -183,6 +189,18 @@ class VZeroTrainer(DistillationTrainer):
                 f"{teacher_type!r} teacher. Set `teacher_scoring='naive'` to score every rollout as its own sequence."
             )
 
+        self._student_shared = args.student_scoring == "shared_prefix"
+        student_type = self.accelerator.unwrap_model(self.model).config.model_type
+        if self._student_shared and (args.activation_checkpointing or student_type not in SUPPORTED_MODEL_TYPES):
+            reason = (
+                "activation (gradient) checkpointing is on, and it drops the model's cache in training; set "
+                "`activation_checkpointing: false` to share the prefix"
+                if args.activation_checkpointing
+                else f"it is verified for {list(SUPPORTED_MODEL_TYPES)} students, not {student_type!r}"
+            )
+            logger.warning(f"student_scoring='shared_prefix' falls back to 'naive': {reason}.")
+            self._student_shared = False
+
         config = self.accelerator.unwrap_model(self.model).config.to_dict()
         self._vision_token_ids = {config[name] for name in VISION_TOKEN_ATTRIBUTES if config.get(name) is not None}
         suppressed = sorted(set(self.generation_kwargs.get("suppress_tokens") or []) | self._vision_token_ids)
@@ -295,6 +313,21 @@ class VZeroTrainer(DistillationTrainer):
             profiler=profiling_context(self, "vLLM.generate"),
         )
         return completion_ids
+
+    def _prepare_inputs(self, generation_batch: dict[str, Any]) -> dict[str, Any]:
+        if not (self.model.training and self._student_shared):
+            return super()._prepare_inputs(generation_batch)
+        # As the base class, but the generation batch is split into micro-batches in order, without shuffling, so that
+        # each prompt's rollouts stay together and share one prefix run in `_student_hidden_states`. The optimizer
+        # steps once per generation batch and the loss is normalised by the batch-wide counts, so the summed gradient
+        # does not depend on how the rows are dealt into micro-batches.
+        accumulation = self.args.gradient_accumulation_steps
+        if self._step % accumulation == 0 or self._buffered_inputs is None:
+            batch = split_pixel_values_by_grid(self._generate_and_score_completions(generation_batch))
+            self._buffered_inputs = [
+                unsplit_pixel_values_by_grid(micro_batch) for micro_batch in split_tensor_dict(batch, accumulation)
+            ]
+        return self._buffered_inputs[self._step % accumulation]
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         for index, row in enumerate(inputs):
@@ -501,15 +534,58 @@ class VZeroTrainer(DistillationTrainer):
         self._metrics[mode]["distillation/reverse_kl"].append((kl_sum / num_tokens.clamp(min=1)).item())
         return result
 
+    def _student_hidden_states(self, student, inputs: dict[str, Any]) -> torch.Tensor:
+        """
+        The student's hidden states `(B, C, H)` at the completion positions of a micro-batch, by `student_scoring`:
+        each row as its own `[prompt | completion]` sequence, or each run of rows with the same prompt (ids and
+        pixels) continuing from one pass over that prompt.
+        """
+        completion_ids, mask = inputs["completion_ids"], inputs["completion_mask"]
+        if not self._student_shared:
+            return self._get_last_hidden_state(
+                student,
+                torch.cat([inputs["prompt_ids"], completion_ids], dim=1),
+                torch.cat([inputs["prompt_mask"], mask], dim=1),
+                completion_ids.size(1),
+                **{key: inputs[key] for key in MULTIMODAL_KEYS if key in inputs},
+            )
+        model = student.base_model.model if is_peft_model(student) else student
+        image_token_id = model.config.image_token_id
+        prompts = []  # per row: its unpadded prompt and its images
+        image_start = pixel_start = 0
+        for row in range(completion_ids.size(0)):
+            keep = inputs["prompt_mask"][row].bool()
+            ids = inputs["prompt_ids"][row, keep]
+            grid = inputs["image_grid_thw"][image_start : image_start + len(image_runs(ids, image_token_id))]
+            num_pixels = int(grid.prod(-1).sum())
+            prompts.append(
+                {
+                    "input_ids": ids[None],
+                    "mm_token_type_ids": inputs["mm_token_type_ids"][row, : keep.size(0)][keep][None],
+                    "image_grid_thw": grid,
+                    "pixel_values": inputs["pixel_values"][pixel_start : pixel_start + num_pixels],
+                }
+            )
+            image_start += grid.size(0)
+            pixel_start += num_pixels
+        hidden, start = [], 0
+        while start < len(prompts):  # one run of rows sharing a prompt at a time
+            end = start + 1
+            while end < len(prompts) and all(
+                prompts[end][key].shape == prompts[start][key].shape
+                and torch.equal(prompts[end][key], prompts[start][key])
+                for key in prompts[start]
+            ):
+                end += 1
+            hidden.append(
+                student_hidden_shared(model.base_model, prompts[start], completion_ids[start:end], mask[start:end])
+            )
+            start = end
+        return torch.cat(hidden)
+
     def _compute_loss(self, unwrapped_student, inputs, num_items_in_batch):
         completion_ids, mask = inputs["completion_ids"], inputs["completion_mask"]
-        hidden_states = self._get_last_hidden_state(
-            unwrapped_student,
-            torch.cat([inputs["prompt_ids"], completion_ids], dim=1),
-            torch.cat([inputs["prompt_mask"], mask], dim=1),
-            completion_ids.size(1),
-            **{key: inputs[key] for key in MULTIMODAL_KEYS if key in inputs},
-        )
+        hidden_states = self._student_hidden_states(unwrapped_student, inputs)
         lm_head = unwrapped_student.get_output_embeddings()
 
         # The base `compute_loss` passes the generation batch's token count divided by the number of processes; a

@@ -1,0 +1,187 @@
+"""The student's shared-prefix training forward equals the naive one: hidden states, loss, gradients, training steps."""
+
+import inspect
+import textwrap
+
+import pytest
+import torch
+import transformers.models.qwen3_5.modeling_qwen3_5 as qwen3_5
+from peft import LoraConfig
+from test_shared_prefix import ragged, rows_with_two_image_sizes
+from test_trainer import generation_batch, make_args, make_trainer
+from transformers.testing_utils import CaptureLogger
+
+import vzero_trl.trainer
+from vzero_trl import VZeroTrainer
+from vzero_trl.synthetic import make_dataset
+from vzero_trl.tiny import build_tiny_pair
+
+
+# Parameters of the Gated-DeltaNet decay, whose gradients the reference kernel computes with float32 rounding that
+# depends on where the sequence is split (see `float64_delta_rule`).
+DECAY_PARAMETERS = ("linear_attn.A_log", "linear_attn.dt_bias", "linear_attn.in_proj_a")
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    return build_tiny_pair(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return make_dataset(8, seed=4)
+
+
+@pytest.fixture
+def float64_delta_rule(monkeypatch):
+    """
+    Transformers' reference Gated-DeltaNet kernel casts to float32 whatever the model's dtype; this swaps in a copy that
+    computes in float64, so that the comparison below measures the method and not the kernel's rounding.
+    """
+    source = textwrap.dedent(inspect.getsource(qwen3_5.torch_chunk_gated_delta_rule))
+    source = "\n".join(line for line in source.splitlines() if not line.startswith("@"))  # drop the hub decorator
+    assert "torch.float32" in source
+    namespace = {}
+    exec(source.replace("torch.float32", "torch.float64"), vars(qwen3_5), namespace)
+    monkeypatch.setattr(qwen3_5, "torch_chunk_gated_delta_rule", namespace["torch_chunk_gated_delta_rule"])
+
+
+def loss_and_gradients(trainer, inputs, shared):
+    trainer._student_shared = shared
+    student = trainer.accelerator.unwrap_model(trainer.model)
+    student.train()
+    student.zero_grad()
+    hidden = trainer._student_hidden_states(student, inputs)
+    loss, _, _ = trainer._compute_loss(student, inputs, torch.tensor(40.0))
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in student.named_parameters() if p.grad is not None}
+    return hidden.detach(), loss.detach(), grads
+
+
+def compare(trainer, inputs, decay_rtol):
+    naive = loss_and_gradients(trainer, inputs, shared=False)
+    shared = loss_and_gradients(trainer, inputs, shared=True)
+    valid = inputs["completion_mask"].bool()
+    assert (naive[0] - shared[0])[valid].abs().max() <= 1e-5
+    torch.testing.assert_close(shared[1], naive[1], atol=1e-6, rtol=1e-6)
+    assert naive[2].keys() == shared[2].keys() and len(naive[2]) > 20  # the vision tower's too
+    for name, grad in naive[2].items():
+        scale = grad.abs().max()
+        rtol = decay_rtol if any(part in name for part in DECAY_PARAMETERS) else 1e-4
+        assert (shared[2][name] - grad).abs().max() <= rtol * scale + 1e-7, name
+
+
+def batch_for(trainer, dataset):
+    rows = rows_with_two_image_sizes(dataset)  # two prompts of G = 4, different image sizes: left padding
+    return ragged(generation_batch(trainer, rows), trainer._tokenizer.pad_token_id)  # ragged completions
+
+
+def test_shared_student_forward_matches_naive_with_float64_delta_rule(
+    tiny_models, tmp_path, dataset, float64_delta_rule
+):
+    trainer = make_trainer(
+        tiny_models, tmp_path, dataset, num_generations=4, per_device_train_batch_size=8, max_completion_length=12
+    )
+    compare(trainer, batch_for(trainer, dataset), decay_rtol=1e-4)
+
+
+def test_shared_student_forward_matches_naive_with_the_stock_kernel(tiny_models, tmp_path, dataset):
+    # Every gradient but the linear-attention decay's agrees as tightly; the decay's carries the kernel's float32
+    # rounding (the test above shows that it is only that).
+    trainer = make_trainer(
+        tiny_models, tmp_path, dataset, num_generations=4, per_device_train_batch_size=8, max_completion_length=12
+    )
+    compare(trainer, batch_for(trainer, dataset), decay_rtol=5e-2)
+
+
+def test_the_student_encodes_each_prompt_image_once(tiny_models, tmp_path, dataset):
+    trainer = make_trainer(
+        tiny_models,
+        tmp_path,
+        dataset,
+        num_generations=4,
+        per_device_train_batch_size=8,
+        student_scoring="shared_prefix",
+    )
+    inputs = batch_for(trainer, dataset)
+    student = trainer.accelerator.unwrap_model(trainer.model)
+    grids = []
+    hook = student.base_model.visual.register_forward_hook(
+        lambda module, args, kwargs, output: grids.extend(kwargs["grid_thw"].tolist()), with_kwargs=True
+    )
+    try:
+        for shared, expected in ((True, 2), (False, 8)):
+            grids.clear()
+            trainer._student_shared = shared
+            trainer._student_hidden_states(student, inputs)
+            assert len(grids) == expected  # one per prompt, or one per rollout
+    finally:
+        hook.remove()
+
+
+def test_training_steps_match_the_naive_path(tiny_models, tmp_path, dataset):
+    # One step of plain SGD, so parameters move by exactly lr x gradient (a second step would sample other rollouts:
+    # the naive path's shuffle draws from the generator). Four micro-batches, each prompt split across two of them
+    # (G = 4, micro-batch 2): the shared path keeps rows in order, the naive one shuffles them.
+    params = {}
+    for mode in ("naive", "shared_prefix"):
+        trainer = make_trainer(
+            tiny_models,
+            tmp_path / mode,
+            dataset,
+            num_generations=4,
+            per_device_train_batch_size=2,
+            gradient_accumulation_steps=4,
+            max_steps=1,
+            optim="sgd",
+            learning_rate=0.5,
+            student_scoring=mode,
+        )
+        assert trainer._student_shared == (mode == "shared_prefix")
+        before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+        trainer.train()
+        params[mode] = {name: p.detach() for name, p in trainer.model.named_parameters()}
+        moved = sum(not torch.equal(before[name], p) for name, p in params[mode].items())
+        assert moved > 20
+        if mode == "shared_prefix":  # the micro-batches hold the generation batch's rows in order: whole prompts
+            prompt_ids = [batch["prompt_ids"] for batch in trainer._buffered_inputs]
+            assert torch.equal(prompt_ids[0][0], prompt_ids[0][1]) and torch.equal(prompt_ids[1][1], prompt_ids[0][0])
+    for name, p in params["naive"].items():
+        tolerance = 5e-2 if any(part in name for part in DECAY_PARAMETERS) else 1e-4
+        scale = (p - before[name]).abs().max()
+        assert (params["shared_prefix"][name] - p).abs().max() <= tolerance * scale + 1e-6, name
+
+
+def test_lora_student_shares_the_prefix(tiny_models, tmp_path, dataset):
+    student, teacher = tiny_models
+    trainer = VZeroTrainer(
+        model=str(student),
+        teacher_model=str(teacher),
+        args=make_args(tmp_path, num_generations=4, per_device_train_batch_size=8, student_scoring="shared_prefix"),
+        train_dataset=dataset,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "in_proj_qkv"]),
+    )
+    assert trainer._student_shared
+    inputs = batch_for(trainer, dataset)
+    naive = loss_and_gradients(trainer, inputs, shared=False)
+    shared = loss_and_gradients(trainer, inputs, shared=True)
+    torch.testing.assert_close(shared[1], naive[1], atol=1e-6, rtol=1e-6)
+    assert naive[2].keys() == shared[2].keys() and all("lora_" in name for name in naive[2])
+    for name, grad in naive[2].items():
+        assert (shared[2][name] - grad).abs().max() <= 1e-4 * grad.abs().max() + 1e-7, name
+
+
+@pytest.mark.parametrize("reason", ["checkpointing", "model_type"])
+def test_shared_student_falls_back_with_a_warning(tiny_models, tmp_path, dataset, monkeypatch, reason):
+    overrides = {"student_scoring": "shared_prefix"}
+    if reason == "checkpointing":
+        overrides["gradient_checkpointing"] = True
+        expected = "activation_checkpointing: false"
+    else:
+        monkeypatch.setattr("vzero_trl.trainer.SUPPORTED_MODEL_TYPES", ("llava",))
+        overrides["teacher_scoring"] = "naive"
+        expected = "not 'qwen3_5'"
+    with CaptureLogger(vzero_trl.trainer.logger) as captured:
+        trainer = make_trainer(tiny_models, tmp_path, dataset, **overrides)
+    assert not trainer._student_shared
+    assert "falls back to 'naive'" in captured.out and expected in captured.out
