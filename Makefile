@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # CPU torch on small VMs slows down 10-100x at random with more than one OpenMP thread.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install demo test quality clean
+.PHONY: install demo test quality bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,12 @@ test: install
 	$(BIN)/python -m pytest -q
 
 quality: install
-	$(BIN)/ruff check vzero_trl tests scripts
-	$(BIN)/ruff format --check vzero_trl tests scripts
+	$(BIN)/ruff check vzero_trl tests scripts benchmarks
+	$(BIN)/ruff format --check vzero_trl tests scripts benchmarks
+
+# Speed and memory benchmarks (not part of the tests): writes benchmarks/RESULTS.md, about 15 minutes on 2 CPU cores.
+bench: install
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

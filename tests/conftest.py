@@ -13,4 +13,13 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+import pytest  # noqa: E402
 from hub_server import fake_hub  # noqa: E402, F401  (a loopback Hub-compatible server for publishing tests)
+
+from vzero_trl.tiny import build_tiny_pair  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """The tiny random student and teacher, built once per test session (the tests load them from disk, read-only)."""
+    return build_tiny_pair(tmp_path_factory.mktemp("tiny"))

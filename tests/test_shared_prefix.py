@@ -6,13 +6,7 @@ from test_trainer import generation_batch, make_trainer
 
 from vzero_trl.shared_prefix import image_runs
 from vzero_trl.synthetic import make_dataset
-from vzero_trl.tiny import build_tiny_pair
 from vzero_trl.views import student_messages
-
-
-@pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory):
-    return build_tiny_pair(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

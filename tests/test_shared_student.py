@@ -14,17 +14,11 @@ from transformers.testing_utils import CaptureLogger
 import vzero_trl.trainer
 from vzero_trl import VZeroTrainer
 from vzero_trl.synthetic import make_dataset
-from vzero_trl.tiny import build_tiny_pair
 
 
 # Parameters of the Gated-DeltaNet decay, whose gradients the reference kernel computes with float32 rounding that
 # depends on where the sequence is split (see `float64_delta_rule`).
 DECAY_PARAMETERS = ("linear_attn.A_log", "linear_attn.dt_bias", "linear_attn.in_proj_a")
-
-
-@pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory):
-    return build_tiny_pair(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from vzero_trl import VZeroConfig, VZeroTrainer
 from vzero_trl.config import TEACHER_CROP_PREFIX, TEACHER_CROP_SUFFIX
 from vzero_trl.gating import evidence_scores, evidence_weights
 from vzero_trl.synthetic import make_dataset
-from vzero_trl.tiny import build_tiny_pair
 from vzero_trl.views import student_messages
 
 
@@ -30,11 +29,6 @@ EVIDENCE_METRICS = [
     "evidence/teacher_pos_logp_mean",
     "evidence/teacher_neg_logp_mean",
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory):
-    return build_tiny_pair(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

@@ -52,6 +52,19 @@ def image_runs(input_ids: torch.Tensor, image_token_id: int) -> list[tuple[int, 
     return runs
 
 
+def rope_positions(backbone: torch.nn.Module, prompt: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    Multimodal RoPE positions `(3, 1, P)` of one unpadded prompt, and the offset `(1, 1)` that continues them as text
+    positions after it: position of text token `P + k` is `P + k + offset`.
+    """
+    return backbone.get_rope_index(
+        input_ids=prompt["input_ids"],
+        mm_token_type_ids=prompt["mm_token_type_ids"],
+        image_grid_thw=prompt["image_grid_thw"],
+        attention_mask=torch.ones_like(prompt["input_ids"]),
+    )
+
+
 @torch.no_grad()
 def score_views_shared(
     backbone: torch.nn.Module,
@@ -106,16 +119,7 @@ def score_views_shared(
     prefix_images = sum(end <= prefix_length for _, end in runs[0])
     prefix_pixels = int(first["image_grid_thw"][:prefix_images].prod(-1).sum())
 
-    positions = []
-    for view in views:
-        ones = torch.ones_like(view["input_ids"])
-        position_ids, delta = backbone.get_rope_index(
-            input_ids=view["input_ids"],
-            mm_token_type_ids=view["mm_token_type_ids"],
-            image_grid_thw=view["image_grid_thw"],
-            attention_mask=ones,
-        )
-        positions.append((position_ids, delta))
+    positions = [rope_positions(backbone, view) for view in views]
 
     # The prefix: full image, question, and the crop sentence up to the crop image; its image is encoded once here.
     cache = DynamicCache(config=backbone.config)
@@ -231,12 +235,7 @@ def student_hidden_shared(
     num_rows, num_tokens = completion_ids.shape
     length = prompt["input_ids"].size(1)
     ones = torch.ones_like(prompt["input_ids"])
-    position_ids, delta = backbone.get_rope_index(
-        input_ids=prompt["input_ids"],
-        mm_token_type_ids=prompt["mm_token_type_ids"],
-        image_grid_thw=prompt["image_grid_thw"],
-        attention_mask=ones,
-    )
+    position_ids, delta = rope_positions(backbone, prompt)
     cache = differentiable_cache(backbone.config)
     last = backbone(
         input_ids=prompt["input_ids"],

@@ -1,0 +1,152 @@
+"""Benchmark (b'): the student's training forward and backward, shared prefix vs naive, as a function of P, C and G.
+
+    OMP_NUM_THREADS=1 python benchmarks/student_scoring.py --output benchmarks/results/student_scoring.json
+
+For each setting it times `VZeroTrainer._compute_loss` plus its backward (what one micro-batch of training runs) on
+`G` rollouts of one prompt with `student_scoring="shared_prefix"` and `"naive"`, interleaved, best of `--repeats`
+after a warm-up; counts the full-image encodings (a hook on the vision tower) and the tokens each path runs; and
+checks that both give the same loss and gradients. Gradient checkpointing is off: the shared path needs the cache.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from vzero_trl import VZeroConfig, VZeroTrainer
+from vzero_trl.synthetic import make_example
+from vzero_trl.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
+from vzero_trl.views import student_messages
+
+
+MODELS = {
+    # the embedded student (hidden 64, 2 layers), and a wider, deeper random one (hidden 512, 8 layers)
+    "tiny": {**TINY_STUDENT},
+    "larger": {"seed": 2, "hidden_size": 512, "num_hidden_layers": 8},
+}
+
+
+def trainer_for(models_dir: Path, student: str, image_side: int) -> VZeroTrainer:
+    student_dir = ensure_tiny_vlm(models_dir / f"student-{student}", **MODELS[student])
+    teacher = ensure_tiny_vlm(models_dir / "teacher-tiny", **TINY_TEACHER)
+    args = VZeroConfig(
+        output_dir=str(models_dir / "out"),
+        num_generations=2,
+        per_device_train_batch_size=2,
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        activation_checkpointing=False,
+        save_strategy="no",
+        student_scoring="shared_prefix",
+    )
+    trainer = VZeroTrainer(model=str(student_dir), teacher_model=str(teacher), args=args)
+    trainer.processing_class.image_processor.size = {"shortest_edge": 32 * 32, "longest_edge": image_side**2}
+    return trainer
+
+
+def micro_batch(trainer: VZeroTrainer, image_side: int, completion_length: int, num_generations: int) -> dict:
+    """`G` rollouts of one prompt, laid out as `_compute_loss` receives them."""
+    example = make_example(0, seed=0, canvas_size=(image_side, image_side))
+    prompt = trainer.processing_class.apply_chat_template(
+        [student_messages(example)] * num_generations,
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
+        return_tensors="pt",
+        processor_kwargs={"padding": True},
+    )
+    generator = torch.Generator().manual_seed(0)
+    vocab = trainer.processing_class.tokenizer.convert_tokens_to_ids("<|endoftext|>")  # ordinary tokens lie below it
+    completion_ids = torch.randint(0, vocab, (num_generations, completion_length), generator=generator)
+    completion_mask = torch.ones_like(completion_ids)
+    return {
+        "prompt_ids": prompt["input_ids"],
+        "prompt_mask": prompt["attention_mask"],
+        "completion_ids": completion_ids,
+        "completion_mask": completion_mask,
+        "pixel_values": prompt["pixel_values"],
+        "image_grid_thw": prompt["image_grid_thw"],
+        "mm_token_type_ids": torch.cat([prompt["mm_token_type_ids"], torch.zeros_like(completion_ids)], dim=1),
+        "teacher_logps": -torch.rand(num_generations, completion_length, generator=generator) * 8,
+        "evidence_weights": torch.rand(num_generations, generator=generator) * 2,
+        "num_sequences_in_batch": torch.tensor(num_generations),
+    }
+
+
+def measure(
+    trainer: VZeroTrainer, image_side: int, completion_length: int, num_generations: int, repeats: int
+) -> dict:
+    inputs = micro_batch(trainer, image_side, completion_length, num_generations)
+    student = trainer.accelerator.unwrap_model(trainer.model)
+    student.train()
+    full_grid = inputs["image_grid_thw"][0].tolist()
+    encodings = []
+    hook = student.base_model.visual.register_forward_hook(
+        lambda module, args, kwargs, output: encodings.append(kwargs["grid_thw"]), with_kwargs=True
+    )
+    times, losses, grads, counts = {"shared_prefix": [], "naive": []}, {}, {}, {}
+    for _ in range(repeats + 1):
+        for mode in ("shared_prefix", "naive"):
+            trainer._student_shared = mode == "shared_prefix"
+            student.zero_grad()
+            encodings.clear()
+            start = time.perf_counter()
+            loss, _, _ = trainer._compute_loss(student, inputs, torch.tensor(float(num_generations)))
+            loss.backward()
+            times[mode].append(time.perf_counter() - start)
+            losses[mode] = loss.item()
+            grads[mode] = torch.cat([p.grad.flatten() for p in student.parameters() if p.grad is not None])
+            counts[mode] = sum(grid.tolist() == full_grid for grid in torch.cat(encodings))
+    hook.remove()
+    prompt_length = inputs["prompt_ids"].size(1)
+    naive_tokens = num_generations * (prompt_length + completion_length)
+    shared_tokens = prompt_length + num_generations * (completion_length - 1)
+    best = {mode: min(values[1:]) for mode, values in times.items()}  # the first round warms up
+    return {
+        "P": prompt_length,
+        "C": completion_length,
+        "G": num_generations,
+        "P_over_C": round(prompt_length / completion_length, 1),
+        "naive_s": round(best["naive"], 4),
+        "shared_s": round(best["shared_prefix"], 4),
+        "speedup": round(best["naive"] / best["shared_prefix"], 2),
+        "token_ratio": round(naive_tokens / shared_tokens, 2),
+        "full_image_encodings_naive": counts["naive"],
+        "full_image_encodings_shared": counts["shared_prefix"],
+        "loss_abs_diff": abs(losses["naive"] - losses["shared_prefix"]),
+        "grad_rel_diff": float((grads["naive"] - grads["shared_prefix"]).norm() / grads["naive"].norm()),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/student_scoring.json"))
+    parser.add_argument("--models_dir", type=Path, default=Path("outputs/bench_models"))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="One small setting per model (a smoke run).")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    # (model, image side in px, C, G): image side 544 gives ~290 image tokens, 1024 gives ~1,024
+    settings = [
+        ("tiny", 544, 32, 8),
+        ("tiny", 1024, 128, 8),
+        ("larger", 544, 32, 8),
+        ("larger", 1024, 128, 8),
+    ]
+    if args.quick:
+        settings = [("tiny", 544, 16, 4), ("larger", 544, 32, 4)]
+    results = []
+    for model, side, completion_length, num_generations in settings:
+        trainer = trainer_for(args.models_dir, model, side)
+        result = {"model": model, **measure(trainer, side, completion_length, num_generations, args.repeats)}
+        print(json.dumps(result), flush=True)
+        results.append(result)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
