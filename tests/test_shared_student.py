@@ -179,3 +179,19 @@ def test_shared_student_falls_back_with_a_warning(tiny_models, tmp_path, dataset
         trainer = make_trainer(tiny_models, tmp_path, dataset, **overrides)
     assert not trainer._student_shared
     assert "falls back to 'naive'" in captured.out and expected in captured.out
+
+
+def test_evaluation_loss_matches_the_naive_path(tiny_models, tmp_path, dataset):
+    losses = {}
+    for mode in ("naive", "shared_prefix"):
+        trainer = make_trainer(
+            tiny_models,
+            tmp_path / mode,
+            dataset,
+            eval_dataset=dataset.select(range(2)),
+            num_generations=4,
+            per_device_eval_batch_size=8,
+            student_scoring=mode,
+        )
+        losses[mode] = trainer.evaluate()["eval_loss"]
+    assert losses["naive"] != 0 and abs(losses["shared_prefix"] - losses["naive"]) <= 1e-5
