@@ -5,7 +5,8 @@
 For each setting it times `VZeroTrainer._compute_loss` plus its backward (what one micro-batch of training runs) on
 `G` rollouts of one prompt with `student_scoring="shared_prefix"` and `"naive"`, interleaved, best of `--repeats`
 after a warm-up; counts the full-image encodings (a hook on the vision tower) and the tokens each path runs; and
-checks that both give the same loss and gradients. Gradient checkpointing is off: the shared path needs the cache.
+checks that both give the same loss and gradients. Each setting runs with activation checkpointing off, and the
+largest ones again with it on (non-reentrant, as the trainer enables it), for both paths alike.
 """
 
 import argparse
@@ -77,10 +78,17 @@ def micro_batch(trainer: VZeroTrainer, image_side: int, completion_length: int, 
 
 
 def measure(
-    trainer: VZeroTrainer, image_side: int, completion_length: int, num_generations: int, repeats: int
+    trainer: VZeroTrainer,
+    image_side: int,
+    completion_length: int,
+    num_generations: int,
+    repeats: int,
+    checkpointing: bool,
 ) -> dict:
     inputs = micro_batch(trainer, image_side, completion_length, num_generations)
     student = trainer.accelerator.unwrap_model(trainer.model)
+    if checkpointing:
+        student.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     student.train()
     full_grid = inputs["image_grid_thw"][0].tolist()
     encodings = []
@@ -106,6 +114,7 @@ def measure(
     shared_tokens = prompt_length + num_generations * (completion_length - 1)
     best = {mode: min(values[1:]) for mode, values in times.items()}  # the first round warms up
     return {
+        "checkpointing": checkpointing,
         "P": prompt_length,
         "C": completion_length,
         "G": num_generations,
@@ -129,19 +138,22 @@ def main():
     parser.add_argument("--quick", action="store_true", help="One small setting per model (a smoke run).")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    # (model, image side in px, C, G): image side 544 gives ~290 image tokens, 1024 gives ~1,024
+    # (model, image side in px, C, G, checkpointing): image side 544 gives ~290 image tokens, 1024 gives ~1,024
     settings = [
-        ("tiny", 544, 32, 8),
-        ("tiny", 1024, 128, 8),
-        ("larger", 544, 32, 8),
-        ("larger", 1024, 128, 8),
+        ("tiny", 544, 32, 8, False),
+        ("tiny", 1024, 128, 8, False),
+        ("larger", 544, 32, 8, False),
+        ("larger", 1024, 128, 8, False),
+        ("tiny", 1024, 128, 8, True),
+        ("larger", 1024, 128, 8, True),
     ]
     if args.quick:
-        settings = [("tiny", 544, 16, 4), ("larger", 544, 32, 4)]
+        settings = [("tiny", 544, 16, 4, False), ("larger", 544, 32, 4, True)]
     results = []
-    for model, side, completion_length, num_generations in settings:
+    for model, side, completion_length, num_generations, checkpointing in settings:
         trainer = trainer_for(args.models_dir, model, side)
-        result = {"model": model, **measure(trainer, side, completion_length, num_generations, args.repeats)}
+        measured = measure(trainer, side, completion_length, num_generations, args.repeats, checkpointing)
+        result = {"model": model, **measured}
         print(json.dumps(result), flush=True)
         results.append(result)
     args.output.parent.mkdir(parents=True, exist_ok=True)

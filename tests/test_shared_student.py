@@ -9,8 +9,10 @@ import transformers.models.qwen3_5.modeling_qwen3_5 as qwen3_5
 from peft import LoraConfig
 from test_shared_prefix import ragged, rows_with_two_image_sizes
 from test_trainer import generation_batch, make_args, make_trainer
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.testing_utils import CaptureLogger
 
+import vzero_trl.shared_prefix
 import vzero_trl.trainer
 from vzero_trl import VZeroTrainer
 from vzero_trl.synthetic import make_dataset
@@ -88,6 +90,37 @@ def test_shared_student_forward_matches_naive_with_the_stock_kernel(tiny_models,
     compare(trainer, batch_for(trainer, dataset), decay_rtol=5e-2)
 
 
+def test_shared_student_under_activation_checkpointing_matches_naive(
+    tiny_models, tmp_path, dataset, float64_delta_rule, monkeypatch
+):
+    # Checkpointed layers replay in the backward against the cache as it was when they ran; without that the replay
+    # would see the completion pass's states (and fail on shapes, or compute something else).
+    trainer = make_trainer(
+        tiny_models,
+        tmp_path,
+        dataset,
+        num_generations=4,
+        per_device_train_batch_size=8,
+        max_completion_length=12,
+        gradient_checkpointing=True,
+        student_scoring="shared_prefix",
+    )
+    assert trainer._student_shared
+    student = trainer.accelerator.unwrap_model(trainer.model)
+    student.activation_checkpointing_enable(
+        activation_checkpointing_kwargs=trainer.args.activation_checkpointing_kwargs
+    )
+    replays = []
+    set_state = vzero_trl.shared_prefix._set_cache_state
+    monkeypatch.setattr(
+        vzero_trl.shared_prefix, "_set_cache_state", lambda cache, state: replays.append(1) or set_state(cache, state)
+    )
+    compare(trainer, batch_for(trainer, dataset), decay_rtol=1e-4)
+    assert len(replays) >= 2 * 2 * 2  # both passes through both decoder layers, each replay swapped in and back out
+    layers = [m for m in student.modules() if isinstance(m, GradientCheckpointingLayer)]
+    assert all(m.gradient_checkpointing and "_can_checkpoint_with_cache" not in vars(m) for m in layers)
+
+
 def test_the_student_encodes_each_prompt_image_once(tiny_models, tmp_path, dataset):
     trainer = make_trainer(
         tiny_models,
@@ -113,7 +146,8 @@ def test_the_student_encodes_each_prompt_image_once(tiny_models, tmp_path, datas
         hook.remove()
 
 
-def test_training_steps_match_the_naive_path(tiny_models, tmp_path, dataset):
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_training_steps_match_the_naive_path(tiny_models, tmp_path, dataset, checkpointing):
     # One step of plain SGD, so parameters move by exactly lr x gradient (a second step would sample other rollouts:
     # the naive path's shuffle draws from the generator). Four micro-batches, each prompt split across two of them
     # (G = 4, micro-batch 2): the shared path keeps rows in order, the naive one shuffles them.
@@ -130,6 +164,7 @@ def test_training_steps_match_the_naive_path(tiny_models, tmp_path, dataset):
             optim="sgd",
             learning_rate=0.5,
             student_scoring=mode,
+            gradient_checkpointing=checkpointing,
         )
         assert trainer._student_shared == (mode == "shared_prefix")
         before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
@@ -165,12 +200,13 @@ def test_lora_student_shares_the_prefix(tiny_models, tmp_path, dataset):
         assert (shared[2][name] - grad).abs().max() <= 1e-4 * grad.abs().max() + 1e-7, name
 
 
-@pytest.mark.parametrize("reason", ["checkpointing", "model_type"])
+@pytest.mark.parametrize("reason", ["reentrant_checkpointing", "model_type"])
 def test_shared_student_falls_back_with_a_warning(tiny_models, tmp_path, dataset, monkeypatch, reason):
     overrides = {"student_scoring": "shared_prefix"}
-    if reason == "checkpointing":
+    if reason == "reentrant_checkpointing":
         overrides["gradient_checkpointing"] = True
-        expected = "activation_checkpointing: false"
+        overrides["gradient_checkpointing_kwargs"] = {"use_reentrant": True}
+        expected = "use_reentrant: false"
     else:
         monkeypatch.setattr("vzero_trl.trainer.SUPPORTED_MODEL_TYPES", ("llava",))
         overrides["teacher_scoring"] = "naive"

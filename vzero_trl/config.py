@@ -49,14 +49,15 @@ class VZeroConfig(DistillationConfig):
             all rollouts continue from that state (one full-image encoding per prompt instead of `2G`; Qwen3.5
             teachers). `"naive"`: every rollout is scored under each view as its own sequence (any teacher; the
             reference the shared path is tested against).
-        student_scoring (`str`, *optional*, defaults to `"naive"`):
+        student_scoring (`str`, *optional*, defaults to `"shared_prefix"`):
             The student's training forward. `"shared_prefix"`: the rollouts of one prompt in a micro-batch continue
             from a single run of its image and question, with gradients flowing back through the shared part (one
-            full-image encoding and one prefix per prompt instead of one per rollout; Qwen3.5 students). It needs
-            `activation_checkpointing: false` (checkpointing drops the model's cache in training) and falls back to
-            `"naive"` with a warning otherwise, or for other model types. Micro-batches then keep each prompt's
-            rollouts together instead of shuffling them; with one optimizer step per generation batch the summed
-            gradient is the same. `"naive"`: every rollout is its own `[prompt | completion]` sequence.
+            full-image encoding and one prefix per prompt instead of one per rollout; Qwen3.5 students). Works with
+            non-reentrant activation checkpointing (the default): each checkpointed layer replays against the cache
+            as it was. Micro-batches keep each prompt's rollouts together instead of shuffling them; with one
+            optimizer step per generation batch the summed gradient is the same. Falls back to `"naive"` with a
+            warning for other model types and under reentrant checkpointing. `"naive"`: every rollout is its own
+            `[prompt | completion]` sequence (the reference the shared path is tested against).
 
         > Parameters that control the evidence gate
 
@@ -134,10 +135,10 @@ class VZeroConfig(DistillationConfig):
         metadata={"help": "'shared_prefix' (each prompt's prefix run once; Qwen3.5 teachers) or 'naive' (reference)."},
     )
     student_scoring: Literal["shared_prefix", "naive"] = field(
-        default="naive",
+        default="shared_prefix",
         metadata={
-            "help": "'shared_prefix' (student's prompt run once per prompt in a micro-batch, gradients through it; "
-            "Qwen3.5, no activation checkpointing) or 'naive'."
+            "help": "'shared_prefix' (each prompt run once in the student's training forward, gradients through it; "
+            "Qwen3.5 students) or 'naive' (reference)."
         },
     )
 

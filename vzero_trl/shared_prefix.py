@@ -21,13 +21,17 @@ The result equals scoring each sequence alone, up to float rounding (tests pin i
 The student's training forward (`student_hidden_shared`) is the same tree with one view and gradients: the prompt runs
 once, its cache is forked `G` ways and the rollouts continue from it, so the backward sums every rollout's gradient
 into the one prompt pass. That needs cache layers whose updates stay on the autograd graph
-(`DifferentiableLinearAttentionLayer`) and no activation checkpointing (which drops the cache in training).
+(`DifferentiableLinearAttentionLayer`) and, under activation checkpointing, replays that see the cache as it was
+(`replayable_checkpointing`).
 """
 
 import copy
+from contextlib import contextmanager, nullcontext
+from functools import partial
 
 import torch
 from transformers.cache_utils import DynamicCache, LinearAttentionLayer
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .scoring import completion_logps
 
@@ -207,6 +211,60 @@ def differentiable_cache(config) -> DynamicCache:
     return cache
 
 
+def _cache_state(cache: DynamicCache) -> list[dict]:
+    # Every cache update assigns new tensors (see `DifferentiableLinearAttentionLayer`), so references are a snapshot.
+    return [{key: copy.copy(value) for key, value in vars(layer).items()} for layer in cache.layers]
+
+
+def _set_cache_state(cache: DynamicCache, state: list[dict]) -> None:
+    for layer, saved in zip(cache.layers, state, strict=True):
+        vars(layer).clear()
+        vars(layer).update({key: copy.copy(value) for key, value in saved.items()})
+
+
+@contextmanager
+def replayable_checkpointing(backbone: torch.nn.Module, cache: DynamicCache):
+    """
+    Keep activation checkpointing on for forwards that read and write `cache`.
+
+    Checkpointed layers normally drop the cache: their replay in the backward would update it a second time, and read
+    the states that later segments left in it. Here every checkpointed call snapshots the cache when it runs, and its
+    replay runs against that snapshot, then puts the live state back, so the replay computes exactly what the forward
+    did. It adds a `context_fn` to the model's own checkpointing function (its other settings, CPU offload included,
+    are kept), so it needs non-reentrant checkpointing, the transformers default. Layers without checkpointing are
+    left alone.
+    """
+
+    def context_fn():
+        snapshot = _cache_state(cache)
+
+        @contextmanager
+        def replay():
+            live = _cache_state(cache)
+            _set_cache_state(cache, snapshot)
+            try:
+                yield
+            finally:
+                _set_cache_state(cache, live)
+
+        return nullcontext(), replay()
+
+    layers = [m for m in backbone.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing]
+    saved = [(vars(layer).get("_can_checkpoint_with_cache"), layer._gradient_checkpointing_func) for layer in layers]
+    for layer in layers:
+        layer._can_checkpoint_with_cache = True
+        layer._gradient_checkpointing_func = partial(layer._gradient_checkpointing_func, context_fn=context_fn)
+    try:
+        yield
+    finally:
+        for layer, (can_checkpoint, function) in zip(layers, saved, strict=True):
+            if can_checkpoint is None:
+                del layer._can_checkpoint_with_cache  # back to the class attribute
+            else:
+                layer._can_checkpoint_with_cache = can_checkpoint
+            layer._gradient_checkpointing_func = function
+
+
 def student_hidden_shared(
     backbone: torch.nn.Module,
     prompt: dict[str, torch.Tensor],
@@ -237,26 +295,27 @@ def student_hidden_shared(
     ones = torch.ones_like(prompt["input_ids"])
     position_ids, delta = rope_positions(backbone, prompt)
     cache = differentiable_cache(backbone.config)
-    last = backbone(
-        input_ids=prompt["input_ids"],
-        attention_mask=ones,
-        position_ids=position_ids,
-        pixel_values=prompt["pixel_values"],
-        image_grid_thw=prompt["image_grid_thw"],
-        mm_token_type_ids=prompt["mm_token_type_ids"],
-        cache=cache,
-        use_cache=True,
-    ).last_hidden_state[:, -1:]
-    states = last.expand(num_rows, 1, -1)
-    if num_tokens == 1:
-        return states
-    cache.reorder_cache(torch.zeros(num_rows, dtype=torch.long, device=device))
-    text_positions = torch.arange(length, length + num_tokens - 1, device=device) + delta[0].to(device)
-    out = backbone(
-        input_ids=completion_ids[:, :-1],
-        attention_mask=torch.cat([ones.expand(num_rows, -1), completion_mask[:, :-1]], dim=1),
-        position_ids=text_positions.view(1, 1, -1).expand(3, num_rows, -1),
-        cache=cache,
-        use_cache=True,
-    )
+    with replayable_checkpointing(backbone, cache):
+        last = backbone(
+            input_ids=prompt["input_ids"],
+            attention_mask=ones,
+            position_ids=position_ids,
+            pixel_values=prompt["pixel_values"],
+            image_grid_thw=prompt["image_grid_thw"],
+            mm_token_type_ids=prompt["mm_token_type_ids"],
+            cache=cache,
+            use_cache=True,
+        ).last_hidden_state[:, -1:]
+        states = last.expand(num_rows, 1, -1)
+        if num_tokens == 1:
+            return states
+        cache.reorder_cache(torch.zeros(num_rows, dtype=torch.long, device=device))
+        text_positions = torch.arange(length, length + num_tokens - 1, device=device) + delta[0].to(device)
+        out = backbone(
+            input_ids=completion_ids[:, :-1],
+            attention_mask=torch.cat([ones.expand(num_rows, -1), completion_mask[:, :-1]], dim=1),
+            position_ids=text_positions.view(1, 1, -1).expand(3, num_rows, -1),
+            cache=cache,
+            use_cache=True,
+        )
     return torch.cat([states, out.last_hidden_state], dim=1)

@@ -191,12 +191,18 @@ class VZeroTrainer(DistillationTrainer):
 
         self._student_shared = args.student_scoring == "shared_prefix"
         student_type = self.accelerator.unwrap_model(self.model).config.model_type
-        if self._student_shared and (args.activation_checkpointing or student_type not in SUPPORTED_MODEL_TYPES):
+        reentrant = any(
+            (kwargs or {}).get("use_reentrant")
+            for kwargs in (args.activation_checkpointing_kwargs, args.gradient_checkpointing_kwargs)
+        )
+        if self._student_shared and (
+            student_type not in SUPPORTED_MODEL_TYPES or args.activation_checkpointing and reentrant
+        ):
             reason = (
-                "activation (gradient) checkpointing is on, and it drops the model's cache in training; set "
-                "`activation_checkpointing: false` to share the prefix"
-                if args.activation_checkpointing
-                else f"it is verified for {list(SUPPORTED_MODEL_TYPES)} students, not {student_type!r}"
+                f"it is verified for {list(SUPPORTED_MODEL_TYPES)} students, not {student_type!r}"
+                if student_type not in SUPPORTED_MODEL_TYPES
+                else "it needs non-reentrant activation checkpointing (set `use_reentrant: false` in "
+                "`activation_checkpointing_kwargs`; TRL forces reentrant for PEFT with DeepSpeed ZeRO-3)"
             )
             logger.warning(f"student_scoring='shared_prefix' falls back to 'naive': {reason}.")
             self._student_shared = False
