@@ -7,6 +7,7 @@
     same for the student's training forward and backward;
 (c) `logprob_memory.py`: peak memory of chunked against full-logits log-probabilities at T = 2,048, V = 248,320.
 Each runs in its own process; the raw numbers are kept in `benchmarks/results/*.json`.
+The GPU section comes from `benchmarks/results/gpu_scale.json`, written by `gpu_scale.py` on a GPU machine.
 """
 
 import json
@@ -126,13 +127,99 @@ def report(step: dict, scoring: list, student: list, memory: dict) -> str:
         f"Chunked / full: **{memory['memory_ratio']:.3f}** (target <= 0.25); max abs log-prob difference "
         f"{memory['max_abs_logp_diff']:.1e}, relative `lm_head` gradient difference {memory['grad_weight_rel_diff']:.1e}.",
         "",
-        "## GPU",
+    ]
+    return "\n".join(lines) + "\n" + gpu_report()
+
+
+def gpu_report() -> str:
+    """The GPU section, from `results/gpu_scale.json` (written by `gpu_scale.py` on a GPU machine) when present."""
+    path = RESULTS / "gpu_scale.json"
+    if not path.is_file():
+        return (
+            "## GPU\n\nNot measured yet: run `python benchmarks/gpu_scale.py` on a GPU machine, which writes "
+            "`benchmarks/results/gpu_scale.json`, and this report includes it.\n"
+        )
+    gpu = json.loads(path.read_text())
+    p, settings, step, ideal = gpu["parameters"], gpu["settings"], gpu["step"], gpu["ideal"]
+    lines = [
+        "## GPU: Qwen3.5-4B-shaped student, 9B-shaped teacher, bf16 (`gpu_scale.py`)",
         "",
-        "Not measured yet: no GPU was lent to the sessions that built these benchmarks. For reference, the FLOP-bound",
-        "ideal of one step of the paper's setting (4B student, 27B teacher, 32 prompts x G = 8, P = 25k, C = 500, one H100",
-        "at 989 TFLOP/s, 2N FLOPs per token forward and 6N per token trained) is about 91 s with shared prefixes against",
-        "907 s when every sequence is run alone (LLM FLOPs only; 234 s against 2,088 s with attention and the vision",
-        "tower).",
+        f"Measured {gpu['date']} on one {gpu['device']} ({gpu['software']}). Random weights at the published shapes "
+        f"(vocabulary 248,320; 27-block vision tower): student {p['student']['llm'] / 1e9:.2f}B language-model "
+        f"parameters that cost FLOPs per token (embedding table excluded, LM head included) + "
+        f"{p['student']['vision'] / 1e9:.2f}B vision, teacher {p['teacher']['llm'] / 1e9:.2f}B + "
+        f"{p['teacher']['vision'] / 1e9:.2f}B. Activation checkpointing on, AdamW. Notes: "
+        + "; ".join(gpu["notes"])
+        + ".",
+        "",
+        "### (b) Teacher scoring, shared prefix vs naive",
+        "",
+        "| Gated-DeltaNet kernels | P | C | G | P/C | naive (s) | shared (s) | speedup | token ratio | "
+        "full-image encodings naive / shared | max abs logp diff (bf16) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    rows = [("fla", r) for r in gpu["teacher_scoring_fla"]] + [("PyTorch", r) for r in gpu["teacher_scoring"]]
+    for kernels, r in rows:
+        lines.append(
+            f"| {kernels} | {r['P']} | {r['C']} | {r['G']} | {r['P_over_C']} | {r['naive_s']:.3f} | "
+            f"{r['shared_s']:.3f} | **{r['speedup']:.2f}x** | {r['token_ratio']:.2f}x | "
+            f"{r['full_image_encodings_naive']} / {r['full_image_encodings_shared']} | {r['max_abs_logp_diff']:.2f} |"
+        )
+    r = gpu["student_scoring"]
+    t32, s32 = gpu["float32_check"]["teacher_scoring"], gpu["float32_check"]["student_scoring"]
+    lines += [
+        "",
+        f"Student training forward and backward on one group (P = {r['P']}, C = {r['C']}, G = {r['G']}, "
+        f"checkpointing on, PyTorch kernels): naive {r['naive_s']:.2f} s, shared {r['shared_s']:.2f} s, "
+        f"**{r['speedup']:.2f}x** (token ratio {r['token_ratio']:.2f}x; full-image encodings "
+        f"{r['full_image_encodings_naive']} / {r['full_image_encodings_shared']}; loss difference "
+        f"{r['loss_abs_diff']:.1e}, relative gradient difference {r['grad_rel_diff']:.1e}).",
+        "",
+        "The differences between the paths in bf16 are rounding (8 mantissa bits: near a log-probability of -12 one step",
+        "is 0.06). With float32 weights at the same shapes and setting the paths agree: "
+        f"teacher log-probabilities within {t32['max_abs_logp_diff']:.1e} (shared {t32['speedup']:.2f}x faster), "
+        f"student loss within {s32['loss_abs_diff']:.1e} and gradients within {s32['grad_rel_diff']:.1e} relative "
+        f"(shared {s32['speedup']:.2f}x faster); the float32 CPU tests pin both paths to 1e-5 on the tiny models.",
+        "",
+        "### (a) Optimizer step",
+        "",
+        f"{settings['prompts']} prompts x G = {settings['num_generations']}, {settings['completion_length']}-token "
+        f"completions, {settings['image_side']} px images (student prompt {gpu['prompt']['student_prompt']} tokens); "
+        f"median of {settings['steps'] - 1} steps after the first, each between CUDA synchronisations. Phases are "
+        "seconds per step inside `model.generate`, `_score_teacher_views` and `_compute_loss` (TRL's trainer scores its",
+        "teacher inside `_compute_loss`); the rest is backward, the optimizer and data handling.",
+        "",
+        "| Trainer | Step (s) | generate | teacher views | compute loss | rest | V-Zero / this | step / ideal | "
+        "peak GiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    vzero = step["vzero"]["median_step_s"]
+    for name, row in step.items():
+        phases = row["phase_s"]
+        rest = row["median_step_s"] - sum(phases.values())
+        lines.append(
+            f"| `{name}` | {row['median_step_s']:.1f} | {phases['generate']:.1f} | "
+            f"{phases.get('score_teacher_views', 0.0):.1f} | {phases['compute_loss']:.1f} | {rest:.1f} | "
+            f"{vzero / row['median_step_s']:.2f} | {row['over_ideal']:.0f}x | {row['peak_memory_gib']} |"
+        )
+    flops = {key: float(value) for key, value in ideal["flops"].items()}
+    trained_ideal_s = (flops["student_train"] + flops["teacher"]) / (ideal["peak_tflops"] * 1e12)
+    without_generation = {name: row["median_step_s"] - row["phase_s"]["generate"] for name, row in step.items()}
+    lines += [
+        "",
+        f"FLOP-bound ideal of this step at {ideal['peak_tflops']:.0f} TFLOP/s: **{ideal['ideal_s']:.2f} s** (rollout "
+        f"{flops['rollout']:.2e}, student training {flops['student_train']:.2e}, teacher {flops['teacher']:.2e} FLOPs; "
+        "2N per forward token and 6N per trained token with the prefix shared, vision tower included, quadratic "
+        "attention left out; performance.md section 4.2).",
+        f"Generation through transformers' `generate` (no vLLM, PyTorch Gated-DeltaNet code) is "
+        f"{step['vzero']['phase_s']['generate']:.1f} s of V-Zero's {vzero:.1f} s; without it the step takes "
+        f"{without_generation['vzero']:.1f} s against an ideal of {trained_ideal_s:.2f} s for its student training "
+        f"and teacher scoring ({without_generation['vzero'] / trained_ideal_s:.0f}x), and "
+        f"{without_generation['trl_distillation']:.1f} s for TRL's trainer, "
+        f"{without_generation['vzero_naive']:.1f} s for V-Zero without prefix sharing.",
+        f"V-Zero / plain OPD: **{gpu['vzero_over_opd_crop']:.2f}** against the same trainer with the gate off "
+        f"({without_generation['vzero'] / without_generation['opd_crop']:.2f} without generation, whose time varies "
+        f"by seconds between runs), **{gpu['vzero_over_trl_distillation']:.2f}** against TRL's trainer.",
         "",
     ]
     return "\n".join(lines)

@@ -57,6 +57,7 @@ def measure(
     generator = torch.Generator().manual_seed(0)
     vocab = trainer.processing_class.tokenizer.convert_tokens_to_ids("<|endoftext|>")  # ordinary tokens lie below it
     completion_ids = torch.randint(0, vocab, (num_generations, completion_length), generator=generator)
+    completion_ids = completion_ids.to(trainer.accelerator.device)
     completion_mask = torch.ones_like(completion_ids)
     args = (rows, prompts, ["crop", "negative_crop"], completion_ids, completion_mask, False)
 
@@ -73,12 +74,14 @@ def measure(
     times, logps = {"shared_prefix": [], "naive": []}, {}
     full_grid = views[0]["image_grid_thw"][0].tolist()
     counts = {}
+    synchronize = torch.cuda.synchronize if torch.cuda.is_available() else lambda: None
     for _ in range(repeats + 1):
         for mode in ("shared_prefix", "naive"):
             trainer.args.teacher_scoring = mode
             encodings.clear()
             start = time.perf_counter()
             scored = trainer._score_teacher_views(*args)
+            synchronize()
             times[mode].append(time.perf_counter() - start)
             logps[mode] = torch.stack([s[0] for s in scored])
             counts[mode] = sum(grid.tolist() == full_grid for grid in torch.cat(encodings))

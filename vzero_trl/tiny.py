@@ -139,8 +139,6 @@ def build_tiny_vlm(
     chat_template = (importlib.resources.files("trl") / "chat_templates" / "qwen3_5_nothink.jinja").read_text()
     processor = Qwen3VLImageOnlyProcessor(image_processor, tokenizer, chat_template=chat_template)
 
-    token_id = tokenizer.convert_tokens_to_ids
-    pad_id, eos_id = token_id("<|endoftext|>"), token_id("<|im_end|>")
     text_config = dict(
         vocab_size=-(-len(tokenizer) // 64) * 64,  # padded like real checkpoints
         hidden_size=hidden_size,
@@ -164,22 +162,58 @@ def build_tiny_vlm(
             mrope_section=[2, 1, 1],
             mrope_interleaved=True,
         ),
-        pad_token_id=pad_id,
-        eos_token_id=eos_id,
-        tie_word_embeddings=False,
     )
     vision_config = dict(
         depth=1,
         hidden_size=32,
         intermediate_size=64,
         num_heads=2,
+        num_position_embeddings=64,  # must be a perfect square
+    )
+    config = vlm_config(tokenizer, text_config, vision_config, dtype="float32")
+    torch.manual_seed(seed)
+    model = Qwen3_5ForConditionalGeneration(config).to(torch.float32)
+    model.generation_config.eos_token_id = [config.text_config.eos_token_id, config.text_config.pad_token_id]
+    model.generation_config.pad_token_id = config.text_config.pad_token_id
+
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    return output_dir
+
+
+def vlm_config(tokenizer: PreTrainedTokenizerFast, text_config: dict, vision_config: dict, **kwargs) -> Qwen3_5Config:
+    """
+    A Qwen3.5 VLM config of the given sizes that speaks `tokenizer`'s ids.
+
+    Adds to the sizes what every model built here shares: the pad, end-of-sequence and vision placeholder token ids of
+    `tokenizer`, untied embeddings, 16 px patches merged 2 x 2, and a vision output as wide as the text hidden size.
+
+    Args:
+        tokenizer (`PreTrainedTokenizerFast`):
+            A tokenizer with the Qwen special tokens (see [`build_tokenizer`]).
+        text_config (`dict`):
+            `Qwen3_5TextConfig` keyword arguments (sizes, layer types, rope).
+        vision_config (`dict`):
+            `Qwen3_5VisionConfig` keyword arguments (depth, widths, heads, position embeddings).
+        kwargs:
+            Further `Qwen3_5Config` keyword arguments.
+    """
+    token_id = tokenizer.convert_tokens_to_ids
+    text_config = dict(
+        **text_config,
+        pad_token_id=token_id("<|endoftext|>"),
+        eos_token_id=token_id("<|im_end|>"),
+        tie_word_embeddings=False,
+    )
+    vision_config = dict(
+        **vision_config,
         patch_size=16,
         spatial_merge_size=2,
         temporal_patch_size=2,
-        out_hidden_size=hidden_size,
-        num_position_embeddings=64,  # must be a perfect square
+        out_hidden_size=text_config["hidden_size"],
     )
-    config = Qwen3_5Config(
+    return Qwen3_5Config(
         text_config=text_config,
         vision_config=vision_config,
         image_token_id=token_id("<|image_pad|>"),
@@ -187,17 +221,8 @@ def build_tiny_vlm(
         vision_start_token_id=token_id("<|vision_start|>"),
         vision_end_token_id=token_id("<|vision_end|>"),
         tie_word_embeddings=False,
-        dtype="float32",
+        **kwargs,
     )
-    torch.manual_seed(seed)
-    model = Qwen3_5ForConditionalGeneration(config).to(torch.float32)
-    model.generation_config.eos_token_id = [eos_id, pad_id]
-    model.generation_config.pad_token_id = pad_id
-
-    output_dir = Path(output_dir)
-    model.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
-    return output_dir
 
 
 # The embedded student and its wider teacher (as in the real 4B -> 27B setting); same tokenizer and vocabulary.
