@@ -31,15 +31,14 @@ from datetime import date
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import datasets
 import torch
+from step_time import build_trainer, dataset
 from student_scoring import measure as measure_student
 from teacher_scoring import measure as measure_teacher
 from transformers import AutoProcessor, Qwen3_5ForConditionalGeneration, TrainerCallback
 from transformers.utils.import_utils import is_flash_linear_attention_available
-from trl import DistillationConfig, DistillationTrainer
 
-from vzero_trl import VZeroConfig, VZeroTrainer
+from vzero_trl import VZeroTrainer
 from vzero_trl.synthetic import make_example
 from vzero_trl.tiny import TINY_STUDENT, ensure_tiny_vlm, vlm_config
 from vzero_trl.views import student_messages
@@ -116,11 +115,6 @@ def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
     }
 
 
-def dataset(num_prompts: int, num_generations: int, image_side: int) -> datasets.Dataset:
-    rows = [make_example(i, seed=0, canvas_size=(image_side, image_side)) for i in range(num_prompts)]
-    return datasets.Dataset.from_list([row for row in rows for _ in range(num_generations)])
-
-
 def synchronize():
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -141,14 +135,8 @@ class StepTimer(TrainerCallback):
         self.times.append(time.perf_counter() - self.start)
 
 
-def vzero_trainer(student, teacher, processor, settings: dict, output_dir: Path, **overrides) -> VZeroTrainer:
-    args = VZeroConfig(output_dir=str(output_dir), **common_args(settings), **overrides)
-    return VZeroTrainer(model=student, teacher_model=teacher, args=args, processing_class=processor)
-
-
 def common_args(settings: dict) -> dict:
     return dict(
-        num_generations=settings["num_generations"],
         per_device_train_batch_size=settings["num_generations"],
         gradient_accumulation_steps=settings["prompts"],
         max_completion_length=settings["completion_length"],
@@ -168,22 +156,10 @@ def common_args(settings: dict) -> dict:
 
 def run_step(name: str, student, teacher, processor, settings: dict, output_dir: Path) -> dict:
     data = dataset(settings["prompts"] * settings["steps"], settings["num_generations"], settings["image_side"])
-    common = common_args(settings)
-    if name == "trl_distillation":
-        del common["num_generations"]
-        args = DistillationConfig(output_dir=str(output_dir / name), **common)
-        trainer = DistillationTrainer(
-            model=student, teacher_model=teacher, args=args, train_dataset=data, processing_class=processor
-        )
-    else:
-        extra = {
-            "vzero_naive": {"teacher_scoring": "naive", "student_scoring": "naive"},
-            "opd_crop": {"evidence_alpha": 0.0},
-        }.get(name, {})
-        args = VZeroConfig(output_dir=str(output_dir / name), **common, **extra)
-        trainer = VZeroTrainer(
-            model=student, teacher_model=teacher, args=args, train_dataset=data, processing_class=processor
-        )
+    common = dict(output_dir=str(output_dir / name), **common_args(settings))
+    trainer = build_trainer(
+        name, student, teacher, common, settings["num_generations"], train_dataset=data, processing_class=processor
+    )
     timer = StepTimer()
     trainer.add_callback(timer)
     phases = {}
@@ -202,7 +178,7 @@ def run_step(name: str, student, teacher, processor, settings: dict, output_dir:
     result |= {
         "steps_s": [round(t, 3) for t in timer.times],
         # seconds per step inside each call, steps after the first; backward and the optimizer are the remainder
-        "phase_s": {name: round(total / max(len(timer.times) - 1, 1), 3) for name, total in phases.items()},
+        "phase_s": {phase: round(total / max(len(timer.times) - 1, 1), 3) for phase, total in phases.items()},
         "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if torch.cuda.is_available() else None,
     }
     del trainer
@@ -324,7 +300,8 @@ def main():
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=2) + "\n")
 
-    probe = vzero_trainer(student, teacher, processor, settings, output_dir / "probe")
+    common = dict(output_dir=str(output_dir / "probe"), **common_args(settings))
+    probe = build_trainer("vzero", student, teacher, common, args.num_generations, processing_class=processor)
     prompt = prompt_sizes(probe, args.image_side)
     step_setting = f"{args.image_side}:{args.completion_length}:{args.num_generations}"
     teacher_settings = [step_setting] + [s for s in args.teacher_settings.split(",") if s and s != step_setting]

@@ -34,6 +34,26 @@ def dataset(num_prompts: int, num_generations: int, image_side: int) -> datasets
     return datasets.Dataset.from_list([row for row in rows for _ in range(num_generations)])
 
 
+# The V-Zero variants by name, as config overrides; `trl_distillation` is TRL's own trainer.
+VZERO_VARIANTS = {
+    "vzero": {},
+    "vzero_naive": {"teacher_scoring": "naive", "student_scoring": "naive"},
+    "opd_crop": {"evidence_alpha": 0.0},
+}
+
+
+def build_trainer(name: str, model, teacher_model, common: dict, num_generations: int, **kwargs):
+    """
+    The trainer called `name` (a key of `VZERO_VARIANTS`, or `trl_distillation`) with the training arguments `common`
+    that every trainer shares; `kwargs` go to the trainer (`train_dataset`, `processing_class`).
+    """
+    if name == "trl_distillation":
+        args = DistillationConfig(**common)
+        return DistillationTrainer(model=model, teacher_model=teacher_model, args=args, **kwargs)
+    args = VZeroConfig(num_generations=num_generations, **common, **VZERO_VARIANTS[name])
+    return VZeroTrainer(model=model, teacher_model=teacher_model, args=args, **kwargs)
+
+
 def run(name: str, models: tuple[Path, Path], data: datasets.Dataset, settings: dict, output_dir: Path) -> list[float]:
     common = dict(
         output_dir=str(output_dir / name),
@@ -51,17 +71,9 @@ def run(name: str, models: tuple[Path, Path], data: datasets.Dataset, settings: 
         learning_rate=1e-5,
         disable_tqdm=True,
     )
-    if name == "trl_distillation":
-        args = DistillationConfig(**common)
-        trainer_class = DistillationTrainer
-    else:
-        extra = {
-            "vzero_naive": {"teacher_scoring": "naive", "student_scoring": "naive"},
-            "opd_crop": {"evidence_alpha": 0.0},
-        }.get(name, {})
-        args = VZeroConfig(num_generations=settings["num_generations"], **common, **extra)
-        trainer_class = VZeroTrainer
-    trainer = trainer_class(model=str(models[0]), teacher_model=str(models[1]), args=args, train_dataset=data)
+    trainer = build_trainer(
+        name, str(models[0]), str(models[1]), common, settings["num_generations"], train_dataset=data
+    )
     size = {"shortest_edge": 32 * 32, "longest_edge": settings["image_side"] ** 2}
     trainer.processing_class.image_processor.size = size
     trainer.train()
