@@ -190,7 +190,8 @@ class VZeroTrainer(DistillationTrainer):
             )
 
         self._student_shared = args.student_scoring == "shared_prefix"
-        student_type = self.accelerator.unwrap_model(self.model).config.model_type
+        student_config = self.accelerator.unwrap_model(self.model).config
+        student_type = student_config.model_type
         reentrant = any(
             (kwargs or {}).get("use_reentrant")
             for kwargs in (args.activation_checkpointing_kwargs, args.gradient_checkpointing_kwargs)
@@ -207,7 +208,7 @@ class VZeroTrainer(DistillationTrainer):
             logger.warning(f"student_scoring='shared_prefix' falls back to 'naive': {reason}.")
             self._student_shared = False
 
-        config = self.accelerator.unwrap_model(self.model).config.to_dict()
+        config = student_config.to_dict()
         self._vision_token_ids = {config[name] for name in VISION_TOKEN_ATTRIBUTES if config.get(name) is not None}
         suppressed = sorted(set(self.generation_kwargs.get("suppress_tokens") or []) | self._vision_token_ids)
         self.generation_kwargs["suppress_tokens"] = suppressed
