@@ -102,13 +102,13 @@ def test_target_box_is_small_tight_and_visible(examples):
 
 def test_target_kind_is_unique_and_distractors_avoid_it(monkeypatch):
     drawn = []
-    draw_shape = synthetic._draw_shape
+    draw_shape = synthetic.draw_shape
 
     def recording_draw_shape(draw, kind, box, fill):
         drawn.append((kind, box))
         draw_shape(draw, kind, box, fill)
 
-    monkeypatch.setattr(synthetic, "_draw_shape", recording_draw_shape)
+    monkeypatch.setattr(synthetic, "draw_shape", recording_draw_shape)
     for index in range(8):
         drawn.clear()
         row = make_example(index, num_distractors=30)

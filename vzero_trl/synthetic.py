@@ -62,7 +62,7 @@ FEATURES = datasets.Features(
 )
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, kind: str, box: Box, fill: int | tuple[int, int, int]) -> None:
+def draw_shape(draw: ImageDraw.ImageDraw, kind: str, box: Box, fill: int | tuple[int, int, int]) -> None:
     # ImageDraw coordinates are inclusive, so a half-open box ends at x1 - 1.
     x0, y0, x1, y1 = box
     x1, y1 = x1 - 1, y1 - 1
@@ -117,7 +117,7 @@ def make_example(
     x0, y0, _, _ = random_box(size, (side, side), seed=rng.getrandbits(32))
     # Draw the target on its own mask so the box is measured from the drawn pixels, tight by construction.
     mask = Image.new("L", (side, side))
-    _draw_shape(ImageDraw.Draw(mask), kind, (0, 0, side, side), 255)
+    draw_shape(ImageDraw.Draw(mask), kind, (0, 0, side, side), 255)
     mx0, my0, mx1, my1 = mask.getbbox()
     bbox = [x0 + mx0, y0 + my0, x0 + mx1, y0 + my1]
 
@@ -127,7 +127,7 @@ def make_example(
     for _ in range(num_distractors):
         d = rng.randint(max(3, round(0.03 * short_side)), max(3, round(0.12 * short_side)))
         box = negative_box(size, keep_out, (d, d), factor=1, seed=rng.getrandbits(32))
-        _draw_shape(draw, rng.choice([k for k in SHAPES if k != kind]), box, COLORS[rng.choice(list(COLORS))])
+        draw_shape(draw, rng.choice([k for k in SHAPES if k != kind]), box, COLORS[rng.choice(list(COLORS))])
     image.paste(COLORS[color], (x0, y0, x0 + side, y0 + side), mask)
 
     options = [color, *rng.sample([c for c in COLORS if c != color], 3)]

@@ -10,6 +10,7 @@ Run `python -m vzero_trl.tiny OUTPUT_DIR` to build `OUTPUT_DIR/student` and `OUT
 
 import argparse
 import importlib.resources
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -100,6 +101,8 @@ def build_tiny_vlm(
     seed: int = 0,
     hidden_size: int = 64,
     num_hidden_layers: int = 2,
+    layer_types: Sequence[str] | None = None,
+    vision_hidden_size: int = 32,
     max_pixels: int = 128 * 128,
     min_pixels: int = 32 * 32,
 ) -> Path:
@@ -114,7 +117,12 @@ def build_tiny_vlm(
         hidden_size (`int`, *optional*, defaults to `64`):
             Text hidden size, a multiple of 16 (the head dimension); also the vision tower's output size.
         num_hidden_layers (`int`, *optional*, defaults to `2`):
-            Number of text layers, alternating linear attention (Gated DeltaNet) and full attention.
+            Number of text layers.
+        layer_types (`Sequence[str]`, *optional*):
+            `"linear_attention"` (Gated DeltaNet) or `"full_attention"` per text layer. Defaults to alternating,
+            starting with linear attention, as in the real Qwen3.5 stack.
+        vision_hidden_size (`int`, *optional*, defaults to `32`):
+            Width of the one-layer vision tower (its MLP is twice as wide), a multiple of 2 (two heads).
         max_pixels (`int`, *optional*, defaults to `128 * 128`):
             Largest image area after resizing (the image processor's `size["longest_edge"]`).
         min_pixels (`int`, *optional*, defaults to `32 * 32`):
@@ -127,6 +135,13 @@ def build_tiny_vlm(
         raise ValueError(f"`hidden_size` ({hidden_size}) must be a positive multiple of 16, the head dimension.")
     if num_hidden_layers < 1:
         raise ValueError(f"`num_hidden_layers` ({num_hidden_layers}) must be at least 1.")
+    if layer_types is None:
+        layer_types = [("linear_attention", "full_attention")[i % 2] for i in range(num_hidden_layers)]
+    if len(layer_types) != num_hidden_layers or not set(layer_types) <= {"linear_attention", "full_attention"}:
+        raise ValueError(
+            f"`layer_types` ({list(layer_types)}) must name 'linear_attention' or 'full_attention' for each of the "
+            f"{num_hidden_layers} layers."
+        )
     tokenizer = build_tokenizer()
     image_processor = Qwen2VLImageProcessorPil(
         size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
@@ -144,7 +159,7 @@ def build_tiny_vlm(
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,
         num_hidden_layers=num_hidden_layers,
-        layer_types=[("linear_attention", "full_attention")[i % 2] for i in range(num_hidden_layers)],
+        layer_types=list(layer_types),
         num_attention_heads=hidden_size // 16,
         num_key_value_heads=2 if (hidden_size // 16) % 2 == 0 else 1,
         head_dim=16,
@@ -165,8 +180,8 @@ def build_tiny_vlm(
     )
     vision_config = dict(
         depth=1,
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=vision_hidden_size,
+        intermediate_size=2 * vision_hidden_size,
         num_heads=2,
         num_position_embeddings=64,  # must be a perfect square
     )

@@ -1,0 +1,171 @@
+"""The trained tiny pair of the miniature reproduction: a teacher that reads the crop, a student that half-sees.
+
+- The **teacher** (text width 96, a Gated-DeltaNet and a full-attention layer) is trained supervised on the teacher
+  view, the very messages `VZeroTrainer` builds: full image, question, the paper's Fig. 4 sentence around the positive
+  crop. It learns to read the answer off the crop, so it is near perfect with the positive crop and near chance with
+  the negative one: the contrast V-Zero's gate measures.
+- The **student** (text width 64, two full-attention layers) is trained briefly on the student view, full image and
+  question: it answers in the expected format, but well below the teacher.
+
+Both use `transformers.Trainer` with the model's own next-token loss, on the answer tokens only (AdamW, betas 0.9 and
+0.98, cosine schedule with warm-up, gradient norm clipped at 1). A build is deterministic for its settings and seed.
+
+[`ensure_pair`] builds a pair once and reuses it: each model is written to a temporary folder and renamed into place,
+so a killed build leaves nothing that looks finished. The folder name carries a fingerprint of every setting, so a
+change of settings builds a new pair instead of reusing a stale one; `build.json` records the settings and each phase's
+measured accuracies.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer, TrainingArguments
+
+from .. import processors  # noqa: F401  (lets AutoProcessor load the tiny models' torchvision-free processor)
+from ..tiny import build_tiny_vlm
+from .measure import View, answer_ids, encode, evaluate_view, view_messages
+from .world import World, make_rows
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How one model of the pair is built and trained. Every field enters the cache fingerprint."""
+
+    view: View
+    hidden_size: int
+    layer_types: tuple[str, ...]
+    num_rows: int
+    steps: int
+    learning_rate: float
+    batch_size: int = 32
+    warmup_steps: int = 20
+    init_seed: int = 0
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """A teacher and a student for one world and seed."""
+
+    world: World = "letter"
+    seed: int = 0
+    vision_hidden_size: int = 64
+    teacher: ModelSpec = field(
+        default_factory=lambda: ModelSpec(
+            view="crop",
+            hidden_size=96,
+            layer_types=("linear_attention", "full_attention"),
+            num_rows=2000,
+            steps=150,
+            learning_rate=2e-3,
+            init_seed=1,
+        )
+    )
+    student: ModelSpec = field(
+        default_factory=lambda: ModelSpec(
+            view="student",
+            hidden_size=64,
+            layer_types=("full_attention", "full_attention"),
+            num_rows=3000,
+            steps=100,
+            learning_rate=3e-3,
+        )
+    )
+    num_eval_rows: int = 400
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+
+class AnswerCollator:
+    """Batches rows into the trainer's layout for one view, with labels on the reference answer only."""
+
+    def __init__(self, processor, view: View, world: World):
+        self.processor, self.view, self.world = processor, view, world
+
+    def __call__(self, rows: list[dict]) -> dict:
+        ids = answer_ids(self.processor.tokenizer, [row["answer"] for row in rows], self.world)
+        return dict(encode(self.processor, view_messages(rows, self.view), ids))
+
+
+def train_model(spec: ModelSpec, pair: PairSpec, rows: list[dict], output_dir: Path, work_dir: Path) -> None:
+    """Build a random model of `spec`'s shape and train it on `rows` under `spec.view`; save to `output_dir`."""
+    init_dir = build_tiny_vlm(
+        work_dir / "init",
+        seed=spec.init_seed,
+        hidden_size=spec.hidden_size,
+        num_hidden_layers=len(spec.layer_types),
+        layer_types=spec.layer_types,
+        vision_hidden_size=pair.vision_hidden_size,
+    )
+    processor = AutoProcessor.from_pretrained(init_dir, padding_side="left")
+    model = AutoModelForImageTextToText.from_pretrained(init_dir, dtype=torch.float32)
+    args = TrainingArguments(
+        output_dir=str(work_dir / "trainer"),
+        max_steps=spec.steps,
+        per_device_train_batch_size=spec.batch_size,
+        learning_rate=spec.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=spec.warmup_steps,
+        adam_beta2=0.98,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        logging_steps=max(1, spec.steps // 5),
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=pair.seed,
+        data_seed=pair.seed,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
+    trainer = Trainer(
+        model=model, args=args, train_dataset=rows, data_collator=AnswerCollator(processor, spec.view, pair.world)
+    )
+    trainer.train()
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+
+
+def ensure_pair(cache_dir: str | Path, pair: PairSpec = PairSpec(), log=print) -> tuple[Path, Path, dict]:
+    """
+    The trained teacher and student for `pair`, built under `cache_dir` if missing.
+
+    Returns:
+        `tuple[Path, Path, dict]`: the teacher folder, the student folder, and the build record (settings and each
+        phase's held-out accuracy: the teacher with the positive, negative and random crops, the student).
+    """
+    root = Path(cache_dir) / f"{pair.world}-seed{pair.seed}-{pair.fingerprint()}"
+    teacher_dir, student_dir, record_path = root / "teacher", root / "student", root / "build.json"
+    if record_path.is_file():
+        return teacher_dir, student_dir, json.loads(record_path.read_text())
+
+    root.mkdir(parents=True, exist_ok=True)
+    eval_rows = make_rows(pair.num_eval_rows, seed=pair.seed, split="eval")
+    record = {"settings": asdict(pair), "fingerprint": pair.fingerprint()}
+    for role, spec, final in (("teacher", pair.teacher, teacher_dir), ("student", pair.student, student_dir)):
+        if not (final / "model.safetensors").is_file():
+            log(f"Training the {pair.world}-world {role} ({spec.steps} steps on {spec.num_rows} rows)")
+            rows = make_rows(spec.num_rows, seed=pair.seed, split=f"sft-{role}")
+            with tempfile.TemporaryDirectory(dir=root, prefix=f".{role}-") as work:
+                train_model(spec, pair, rows, Path(work) / "model", Path(work))
+                shutil.rmtree(final, ignore_errors=True)
+                os.replace(Path(work) / "model", final)
+        model = AutoModelForImageTextToText.from_pretrained(final, dtype=torch.float32)
+        processor = AutoProcessor.from_pretrained(final, padding_side="left")
+        views = ("crop", "negative_crop", "random_crop") if role == "teacher" else ("student",)
+        record[role] = {
+            view: evaluate_view(model, processor, eval_rows, view, pair.world, desc=f"{role} on {view}")
+            for view in views
+        }
+        log(f"{role}: " + ", ".join(f"{v} accuracy {m['accuracy']:.3f}" for v, m in record[role].items()))
+    # The record is written last and atomically: its presence marks a complete build.
+    tmp = record_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, record_path)
+    return teacher_dir, student_dir, record
