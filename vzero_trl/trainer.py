@@ -4,6 +4,7 @@ import math
 import os
 import textwrap
 from collections import deque
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,33 +30,21 @@ from trl.trainer.utils import (
 from . import processors  # noqa: F401  (lets AutoProcessor load the torchvision-free processor of the tiny models)
 from .card import build_model_card
 from .config import VZeroConfig
-from .gating import constant_groups, evidence_scores, evidence_weights
+from .gating import (
+    evidence_metrics,
+    evidence_scores,
+    evidence_token_sums,
+    evidence_weights,
+    group_slices,
+    rollout_groups,
+)
 from .losses import sampled_token_loss, weighted_aggregate
+from .replay import MULTIMODAL_KEYS, replay_teacher
 from .scoring import completion_logps, completion_reverse_kl
-from .shared_prefix import SUPPORTED_MODEL_TYPES, image_runs, score_views_shared, student_hidden_shared
-from .views import (
-    check_dataset_columns,
-    check_row,
-    same_example,
-    student_messages,
-    teacher_messages,
-    truncate_at_tokens,
-)
+from .shared_prefix import SUPPORTED_MODEL_TYPES, student_hidden_grouped
+from .views import check_dataset_columns, check_row, truncate_at_tokens
 
 
-# Model inputs that the processor returns besides the token ids and that `_get_last_hidden_state` accepts.
-MULTIMODAL_KEYS = (
-    "pixel_values",
-    "image_grid_thw",
-    "pixel_attention_mask",
-    "spatial_shapes",
-    "image_sizes",
-    "token_type_ids",
-    "mm_token_type_ids",
-    "image_position_ids",
-)
-# Per-token type ids are aligned with the prompt, so they are extended with zeros over the completion.
-TOKEN_TYPE_KEYS = ("token_type_ids", "mm_token_type_ids")
 logger = logging.get_logger(__name__)
 
 # Config attributes naming vision placeholder tokens, which the student must never sample.
@@ -155,9 +144,8 @@ class VZeroTrainer(DistillationTrainer):
             raise TypeError(f"`args` must be a VZeroConfig, got {type(args).__name__}.")
         if teacher_model is None:
             raise ValueError("V-Zero needs a local `teacher_model` to replay the rollouts under both evidence views.")
-        self._crop_columns = [args.crop_column] + ([args.negative_crop_column] if args.evidence_alpha > 0 else [])
-        check_dataset_columns(train_dataset, self._crop_columns, "train_dataset")
-        check_dataset_columns(eval_dataset, self._crop_columns, "eval_dataset")
+        check_dataset_columns(train_dataset, args.crop_columns, "train_dataset")
+        check_dataset_columns(eval_dataset, args.crop_columns, "eval_dataset")
 
         super().__init__(
             model=model,
@@ -186,7 +174,7 @@ class VZeroTrainer(DistillationTrainer):
         if args.teacher_scoring == "shared_prefix" and teacher_type not in SUPPORTED_MODEL_TYPES:
             raise ValueError(
                 f"teacher_scoring='shared_prefix' is verified for {list(SUPPORTED_MODEL_TYPES)} teachers, got a "
-                f"{teacher_type!r} teacher. Set `teacher_scoring='naive'` to score every rollout as its own sequence."
+                f"{teacher_type!r} teacher. Set `teacher_scoring='per_sequence'` to score every rollout as its own sequence."
             )
 
         self._student_shared = args.student_scoring == "shared_prefix"
@@ -205,7 +193,7 @@ class VZeroTrainer(DistillationTrainer):
                 else "it needs non-reentrant activation checkpointing (set `use_reentrant: false` in "
                 "`activation_checkpointing_kwargs`; TRL forces reentrant for PEFT with DeepSpeed ZeRO-3)"
             )
-            logger.warning(f"student_scoring='shared_prefix' falls back to 'naive': {reason}.")
+            logger.warning(f"student_scoring='shared_prefix' falls back to 'per_sequence': {reason}.")
             self._student_shared = False
 
         config = student_config.to_dict()
@@ -221,7 +209,7 @@ class VZeroTrainer(DistillationTrainer):
     def _set_signature_columns_if_needed(self):
         # Keep the evidence columns (and `id`, used in error messages) if `remove_unused_columns` is turned on.
         if self._signature_columns is None:
-            self._signature_columns = ["prompt", "image", "images", "id", *self._crop_columns]
+            self._signature_columns = ["prompt", "image", "images", "id", *self.args.crop_columns]
 
     # Grouped sampling: each prompt appears `num_generations` times in a row, so rows [k * G, (k + 1) * G) of the
     # gathered generation batch are one prompt's rollouts, whichever process generated them.
@@ -324,10 +312,11 @@ class VZeroTrainer(DistillationTrainer):
     def _prepare_inputs(self, generation_batch: dict[str, Any]) -> dict[str, Any]:
         if not (self.model.training and self._student_shared):
             return super()._prepare_inputs(generation_batch)
-        # As the base class, but the generation batch is split into micro-batches in order, without shuffling, so that
-        # each prompt's rollouts stay together and share one prefix run in `_student_hidden_states`. The optimizer
-        # steps once per generation batch and the loss is normalised by the batch-wide counts, so the summed gradient
-        # does not depend on how the rows are dealt into micro-batches.
+        # Mirrors the training branch of `trl.DistillationTrainer._prepare_inputs` (TRL 1.16) without its
+        # `shuffle_sequence_dict`: the micro-batches take the generation batch's rows in order, so each prompt's
+        # rollouts stay together and share one prompt pass in the student's forward. The optimizer steps once per
+        # generation batch and the loss is normalised by batch-wide counts, so the summed gradient does not depend on
+        # how the rows are dealt into micro-batches.
         accumulation = self.args.gradient_accumulation_steps
         if self._step % accumulation == 0 or self._buffered_inputs is None:
             batch = split_pixel_values_by_grid(self._generate_and_score_completions(generation_batch))
@@ -337,22 +326,41 @@ class VZeroTrainer(DistillationTrainer):
         return self._buffered_inputs[self._step % accumulation]
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        # The walk of a batch of rows: check them, let the base class generate (the student prompts are built there),
+        # replay the rollouts under both teacher views, gate, and hand the loss its inputs.
         for index, row in enumerate(inputs):
-            check_row(row, self._crop_columns, index)
+            check_row(row, self.args.crop_columns, index)
         output = super()._generate_and_score_completions(inputs)
 
         mode = "train" if self.model.training else "eval"
         num_generations = self.args.num_generations if mode == "train" else self.args.num_generations_eval
         completion_ids, mask = output["completion_ids"], output["completion_mask"]
-        prompts = [student_messages(row) for row in inputs]
-        keep_hidden = self.args.loss_type == "full_reverse_kl"
+        device, local_rows = completion_ids.device, len(inputs)
+        first_row = self.accelerator.process_index * local_rows  # this process's rows in the gathered batch
+        group_index = rollout_groups(local_rows, num_generations, first_row, device)
 
-        crop_columns = [self.args.crop_column]
-        if self.args.evidence_alpha > 0:  # with gating off the negative view is never scored
-            crop_columns.append(self.args.negative_crop_column)
-        scored = self._score_teacher_views(inputs, prompts, crop_columns, completion_ids, mask, keep_hidden)
+        teacher = self.accelerator.unwrap_model(self.teacher_model)
+        self.teacher_model.eval()
+        keep_hidden = self.args.loss_type == "full_reverse_kl"
+        scored = replay_teacher(
+            teacher,
+            self.processing_class,
+            inputs,
+            group_slices(group_index),
+            completion_ids,
+            mask,
+            self.args.crop_columns,
+            strategy=self.args.teacher_scoring,
+            crop_prefix=self.args.teacher_crop_prefix,
+            crop_suffix=self.args.teacher_crop_suffix,
+            chat_template_kwargs=self.chat_template_kwargs,
+            temperature=self.temperature,
+            rows_per_forward=self.args.teacher_batch_size or self.args.per_device_train_batch_size,
+            keep_hidden=keep_hidden,
+            forward=partial(self._forward_redirection, self.teacher_model, teacher),
+        )
         (pos_logps, pos_hidden), neg_logps = scored[0], scored[1][0] if len(scored) > 1 else None
-        local_rows = len(inputs)
+
         if neg_logps is not None:
             scores = evidence_scores(pos_logps, neg_logps, mask, gamma=self.args.evidence_gamma)
             # The gate needs whole groups, which may straddle processes: gather, gate, keep this process's rows.
@@ -366,13 +374,23 @@ class VZeroTrainer(DistillationTrainer):
                 eps=self.args.evidence_eps,
                 std=self.args.evidence_std,
             )
-            start = self.accelerator.process_index * local_rows
-            weights = all_weights[start : start + local_rows]
+            weights = all_weights[first_row : first_row + local_rows]
         else:  # plain on-policy distillation from the positive view
             all_scores = None
-            weights = torch.ones(local_rows, device=pos_logps.device)
+            weights = torch.ones(local_rows, device=device)
             all_weights = self.accelerator.gather(weights)
-        self._log_evidence_metrics(mode, mask, pos_logps, neg_logps, all_scores, all_weights, num_generations)
+
+        token_sums = self.accelerator.gather(evidence_token_sums(pos_logps, neg_logps, mask)).view(-1, 5).sum(0)
+        metrics = evidence_metrics(
+            token_sums,
+            all_weights,
+            all_scores,
+            num_generations,
+            w_min=self.args.evidence_weight_min,
+            w_max=self.args.evidence_weight_max,
+        )
+        for key, value in metrics.items():
+            self._metrics[mode][key].append(value)
         if self.log_completions:  # gathered in the same order as the base class's prompts and completions
             self._logs["gate"].extend(all_weights.tolist())
             self._logs["evidence_score"].extend(
@@ -381,155 +399,11 @@ class VZeroTrainer(DistillationTrainer):
 
         output["teacher_logps"] = pos_logps
         output["evidence_weights"] = weights
-        output["num_sequences_in_batch"] = self.accelerator.gather(
-            torch.tensor(local_rows, device=pos_logps.device)
-        ).sum()
+        output["group_index"] = group_index
+        output["num_sequences_in_batch"] = self.accelerator.gather(torch.tensor(local_rows, device=device)).sum()
         if keep_hidden:
             output["teacher_hidden_states"] = pos_hidden
         return output
-
-    def _score_teacher_views(
-        self,
-        rows: list[dict[str, Any]],
-        prompts: list[list[dict[str, Any]]],
-        crop_columns: list[str],
-        completion_ids: torch.Tensor,
-        completion_mask: torch.Tensor,
-        keep_hidden: bool,
-    ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-        """
-        Teacher log-probabilities `(B, C)` of the rollouts under the view of each crop column (and the first view's
-        hidden states `(B, C, H_t)` if `keep_hidden`), by `teacher_scoring`: shared-prefix or naive.
-        """
-        if self.args.teacher_scoring == "naive":
-            return [
-                self._score_teacher_view(
-                    prompts, [row[column] for row in rows], completion_ids, completion_mask, keep_hidden and i == 0
-                )
-                for i, column in enumerate(crop_columns)
-            ]
-        teacher = self.accelerator.unwrap_model(self.teacher_model)
-        self.teacher_model.eval()
-        results = [([], []) for _ in crop_columns]
-        start = 0
-        while start < len(rows):  # one run of copies of the same example at a time
-            end = start + 1
-            while end < len(rows) and same_example(rows[start], rows[end], crop_columns):
-                end += 1
-            views = [self._teacher_view_inputs([prompts[start]], [rows[start][column]]) for column in crop_columns]
-            scored = self._forward_redirection(
-                self.teacher_model,
-                teacher,
-                score_views_shared,
-                teacher.base_model,
-                teacher.get_output_embeddings(),
-                views,
-                completion_ids[start:end],
-                completion_mask[start:end],
-                image_token_id=teacher.config.image_token_id,
-                temperature=self.temperature,
-                rows_per_forward=self.args.teacher_batch_size or self.args.per_device_train_batch_size,
-                keep_hidden=keep_hidden,
-            )
-            for (logps, hidden), (all_logps, all_hidden) in zip(scored, results, strict=True):
-                all_logps.append(logps)
-                all_hidden.append(hidden)
-            start = end
-        return [
-            (torch.cat(logps), torch.cat(hidden) if keep_hidden and i == 0 else None)
-            for i, (logps, hidden) in enumerate(results)
-        ]
-
-    def _teacher_view_inputs(self, prompts: list[list[dict[str, Any]]], crops: list) -> dict[str, torch.Tensor]:
-        # One processor call for the rows' teacher view: left padded, ids and pixels that agree with each other.
-        messages = [
-            teacher_messages(prompt, crop, self.args.teacher_crop_prefix, self.args.teacher_crop_suffix)
-            for prompt, crop in zip(prompts, crops, strict=True)
-        ]
-        return self.processing_class.apply_chat_template(
-            messages,
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=True,
-            return_tensors="pt",
-            processor_kwargs={"padding": True},
-            **self.chat_template_kwargs,
-        ).to(self.accelerator.device)
-
-    @torch.no_grad()
-    def _score_teacher_view(
-        self,
-        prompts: list[list[dict[str, Any]]],
-        crops: list,
-        completion_ids: torch.Tensor,
-        completion_mask: torch.Tensor,
-        keep_hidden: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """
-        Teacher log-probabilities `(B, C)` of the rollouts under one evidence view, and optionally the teacher's hidden
-        states `(B, C, H_t)`. Each chunk of `teacher_batch_size` rows is tokenised with one processor call (left padded,
-        so `[teacher prompt | completion]` puts every completion token at the same position as in the student's
-        sequence, counted from the right) and never holds more than its own pixels.
-        """
-        self.teacher_model.eval()
-        teacher = self.accelerator.unwrap_model(self.teacher_model)
-        chunk = self.args.teacher_batch_size or self.args.per_device_train_batch_size
-        num_completion_tokens = completion_ids.size(1)
-        logps, hidden = [], []
-        for start in range(0, len(prompts), chunk):
-            rows = slice(start, start + chunk)
-            view = self._teacher_view_inputs(prompts[rows], crops[rows])
-            extra = {key: view[key] for key in MULTIMODAL_KEYS if key in view}
-            for key in TOKEN_TYPE_KEYS:
-                if key in extra:
-                    extra[key] = torch.cat([extra[key], extra[key].new_zeros(completion_ids[rows].shape)], dim=1)
-            hidden_states = self._forward_redirection(
-                self.teacher_model,
-                teacher,
-                self._get_last_hidden_state,
-                teacher,
-                torch.cat([view["input_ids"], completion_ids[rows]], dim=1),
-                torch.cat([view["attention_mask"], completion_mask[rows]], dim=1),
-                num_completion_tokens,
-                **extra,
-            )
-            chunk_logps, _ = completion_logps(
-                hidden_states,
-                teacher.get_output_embeddings(),
-                completion_ids[rows],
-                completion_mask[rows],
-                self.temperature,
-            )
-            logps.append(chunk_logps)
-            if keep_hidden:
-                hidden.append(hidden_states)
-        return torch.cat(logps), (torch.cat(hidden) if keep_hidden else None)
-
-    def _log_evidence_metrics(self, mode, mask, pos_logps, neg_logps, all_scores, all_weights, num_generations):
-        gather = self.accelerator.gather
-        metrics = self._metrics[mode]
-        valid = mask.bool()
-        num_tokens = gather(valid.sum()).sum().clamp(min=1)
-        metrics["evidence/teacher_pos_logp_mean"].append((gather(pos_logps[valid].sum()).sum() / num_tokens).item())
-        metrics["evidence/weight_mean"].append(all_weights.mean().item())
-        metrics["evidence/weight_min"].append(all_weights.min().item())
-        metrics["evidence/weight_max"].append(all_weights.max().item())
-        metrics["evidence/weight_at_min_frac"].append(
-            (all_weights <= self.args.evidence_weight_min).float().mean().item()
-        )
-        metrics["evidence/weight_at_max_frac"].append(
-            (all_weights >= self.args.evidence_weight_max).float().mean().item()
-        )
-        if neg_logps is None:
-            return
-        gap = (pos_logps - neg_logps)[valid]
-        metrics["evidence/teacher_neg_logp_mean"].append((gather(neg_logps[valid].sum()).sum() / num_tokens).item())
-        metrics["evidence/delta_mean"].append((gather(gap.sum()).sum() / num_tokens).item())
-        metrics["evidence/delta_pos_frac"].append((gather((gap > 0).sum()).sum() / num_tokens).item())
-        metrics["evidence/score_mean"].append(all_scores.mean().item())
-        metrics["evidence/score_std"].append(all_scores.std(correction=0).item())
-        zero_std = constant_groups(all_scores, num_generations).float().mean()
-        metrics["evidence/zero_std_group_frac"].append(zero_std.item())
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -541,58 +415,20 @@ class VZeroTrainer(DistillationTrainer):
         self._metrics[mode]["distillation/reverse_kl"].append((kl_sum / num_tokens.clamp(min=1)).item())
         return result
 
-    def _student_hidden_states(self, student, inputs: dict[str, Any]) -> torch.Tensor:
-        """
-        The student's hidden states `(B, C, H)` at the completion positions of a micro-batch, by `student_scoring`:
-        each row as its own `[prompt | completion]` sequence, or each run of rows with the same prompt (ids and
-        pixels) continuing from one pass over that prompt.
-        """
+    def _compute_loss(self, unwrapped_student, inputs, num_items_in_batch):
         completion_ids, mask = inputs["completion_ids"], inputs["completion_mask"]
-        if not self._student_shared:
-            return self._get_last_hidden_state(
-                student,
+        if self._student_shared:  # each group of rollouts continues from one pass over its prompt
+            model = unwrapped_student.base_model.model if is_peft_model(unwrapped_student) else unwrapped_student
+            groups = group_slices(inputs["group_index"])
+            hidden_states = student_hidden_grouped(model.base_model, inputs, groups, model.config.image_token_id)
+        else:  # every rollout as its own [prompt | completion] sequence
+            hidden_states = self._get_last_hidden_state(
+                unwrapped_student,
                 torch.cat([inputs["prompt_ids"], completion_ids], dim=1),
                 torch.cat([inputs["prompt_mask"], mask], dim=1),
                 completion_ids.size(1),
                 **{key: inputs[key] for key in MULTIMODAL_KEYS if key in inputs},
             )
-        model = student.base_model.model if is_peft_model(student) else student
-        image_token_id = model.config.image_token_id
-        prompts = []  # per row: its unpadded prompt and its images
-        image_start = pixel_start = 0
-        for row in range(completion_ids.size(0)):
-            keep = inputs["prompt_mask"][row].bool()
-            ids = inputs["prompt_ids"][row, keep]
-            grid = inputs["image_grid_thw"][image_start : image_start + len(image_runs(ids, image_token_id))]
-            num_pixels = int(grid.prod(-1).sum())
-            prompts.append(
-                {
-                    "input_ids": ids[None],
-                    "mm_token_type_ids": inputs["mm_token_type_ids"][row, : keep.size(0)][keep][None],
-                    "image_grid_thw": grid,
-                    "pixel_values": inputs["pixel_values"][pixel_start : pixel_start + num_pixels],
-                }
-            )
-            image_start += grid.size(0)
-            pixel_start += num_pixels
-        hidden, start = [], 0
-        while start < len(prompts):  # one run of rows sharing a prompt at a time
-            end = start + 1
-            while end < len(prompts) and all(
-                prompts[end][key].shape == prompts[start][key].shape
-                and torch.equal(prompts[end][key], prompts[start][key])
-                for key in prompts[start]
-            ):
-                end += 1
-            hidden.append(
-                student_hidden_shared(model.base_model, prompts[start], completion_ids[start:end], mask[start:end])
-            )
-            start = end
-        return torch.cat(hidden)
-
-    def _compute_loss(self, unwrapped_student, inputs, num_items_in_batch):
-        completion_ids, mask = inputs["completion_ids"], inputs["completion_mask"]
-        hidden_states = self._student_hidden_states(unwrapped_student, inputs)
         lm_head = unwrapped_student.get_output_embeddings()
 
         # The base `compute_loss` passes the generation batch's token count divided by the number of processes; a
