@@ -74,7 +74,7 @@ def test_rows_without_an_id_are_grouped_as_sampled(tiny_models, tmp_path, datase
 
 
 def test_unverified_teacher_types_must_use_the_per_sequence_path(tiny_models, tmp_path, dataset, monkeypatch):
-    monkeypatch.setattr("vzero_trl.trainer.SUPPORTED_MODEL_TYPES", ("llava",))
+    monkeypatch.setattr("vzero_trl.shared_prefix.SUPPORTED_MODEL_TYPES", ("llava",))
     with pytest.raises(ValueError, match="teacher_scoring='per_sequence'"):
         make_trainer(tiny_models, tmp_path, dataset)
     make_trainer(tiny_models, tmp_path, dataset, teacher_scoring="per_sequence")

@@ -233,7 +233,7 @@ def test_shared_student_falls_back_with_a_warning(tiny_models, tmp_path, dataset
         overrides["gradient_checkpointing_kwargs"] = {"use_reentrant": True}
         expected = "use_reentrant: false"
     else:
-        monkeypatch.setattr("vzero_trl.trainer.SUPPORTED_MODEL_TYPES", ("llava",))
+        monkeypatch.setattr("vzero_trl.shared_prefix.SUPPORTED_MODEL_TYPES", ("llava",))
         overrides["teacher_scoring"] = "per_sequence"
         expected = "not 'qwen3_5'"
     with CaptureLogger(vzero_trl.trainer.logger) as captured:

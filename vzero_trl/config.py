@@ -194,6 +194,12 @@ class VZeroConfig(DistillationConfig):
         """The evidence columns training reads: the positive crop, and the negative crop unless gating is off."""
         return [self.crop_column] + ([self.negative_crop_column] if self.evidence_alpha > 0 else [])
 
+    @property
+    def reentrant_checkpointing(self) -> bool:
+        """Whether activation checkpointing is on and reentrant (the student's shared-prefix forward needs it off)."""
+        kwargs = (self.activation_checkpointing_kwargs, self.gradient_checkpointing_kwargs)
+        return bool(self.activation_checkpointing) and any((k or {}).get("use_reentrant") for k in kwargs)
+
     def __post_init__(self):
         super().__post_init__()
         self.num_generations_eval = self.num_generations_eval or self.num_generations

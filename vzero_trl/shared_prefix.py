@@ -41,6 +41,21 @@ from .scoring import completion_logps
 SUPPORTED_MODEL_TYPES = ("qwen3_5",)
 
 
+def unsupported_reason(model_type: str, reentrant_checkpointing: bool = False) -> str | None:
+    """
+    Why the shared-prefix path cannot run a model, or `None` when it can: the model type must be verified, and a
+    training forward (the student's) needs non-reentrant activation checkpointing, see [`replayable_checkpointing`].
+    """
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        return f"it is verified for {list(SUPPORTED_MODEL_TYPES)} models, not {model_type!r}"
+    if reentrant_checkpointing:
+        return (
+            "it needs non-reentrant activation checkpointing (set `use_reentrant: false` in "
+            "`activation_checkpointing_kwargs`; TRL forces reentrant for PEFT with DeepSpeed ZeRO-3)"
+        )
+    return None
+
+
 def image_runs(input_ids: torch.Tensor, image_token_id: int) -> list[tuple[int, int]]:
     """
     `(start, end)` of each contiguous run of image placeholder tokens in a 1-D sequence of ids, in order: one run per

@@ -12,15 +12,14 @@ import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
 from torch.utils.data import DataLoader, Sampler
-from transformers import PreTrainedModel, ProcessorMixin, TrainerCallback, is_trackio_available, is_wandb_available
-from transformers.utils import is_rich_available, logging
+from transformers import PreTrainedModel, ProcessorMixin, TrainerCallback, is_wandb_available
+from transformers.utils import logging
 from trl import DistillationTrainer
 from trl.extras.profiling import profiling_context
 from trl.trainer.utils import (
     RepeatSampler,
     get_config_model_id,
     get_trackio_space_url,
-    print_prompt_completions_sample,
     repeat_iterable_dataset,
     split_pixel_values_by_grid,
     split_tensor_dict,
@@ -29,6 +28,7 @@ from trl.trainer.utils import (
 
 from . import processors  # noqa: F401  (lets AutoProcessor load the torchvision-free processor of the tiny models)
 from .card import build_model_card
+from .completions_table import log_completions_table
 from .config import VZeroConfig
 from .gating import (
     evidence_metrics,
@@ -41,9 +41,12 @@ from .gating import (
 from .losses import sampled_token_loss, weighted_aggregate
 from .replay import MULTIMODAL_KEYS, replay_teacher
 from .scoring import completion_logps, completion_reverse_kl
-from .shared_prefix import SUPPORTED_MODEL_TYPES, student_hidden_grouped
+from .shared_prefix import student_hidden_grouped, unsupported_reason
 from .views import check_dataset_columns, check_row, truncate_at_tokens
 
+
+if is_wandb_available():
+    import wandb
 
 logger = logging.get_logger(__name__)
 
@@ -63,8 +66,11 @@ class VZeroTrainer(DistillationTrainer):
     Differences from [`~trl.DistillationTrainer`]:
 
     - samplers and loaders repeat each prompt `num_generations` times, contiguously (train and eval);
-    - `_generate_and_score_completions` also scores both teacher views and computes the gates once per generation
-      batch, over whole groups gathered from all processes;
+    - `_generate_and_score_completions` also replays the rollouts under both teacher views ([`vzero_trl.replay`])
+      and computes the gates once per generation batch, over whole groups gathered from all processes; each row's
+      group comes from the sampler's layout once ([`vzero_trl.gating.rollout_groups`]) and travels with the row
+      (`group_index`);
+    - `_prepare_inputs` keeps each prompt's rollouts together in the micro-batches for the shared-prefix student;
     - `_compute_loss` computes the gated loss from the student's sampled-token log-probabilities (or the gated full
       reverse KL), normalised so that gradient accumulation and data parallelism give the same update as one batch;
     - `_generate_single_turn` sends each prompt once with `n = num_generations` to a vLLM server, and never lets a
@@ -73,20 +79,7 @@ class VZeroTrainer(DistillationTrainer):
     - `create_model_card` writes an image-text-to-text card with the teacher and the V-Zero hyper-parameters;
     - `log` adds each rollout's gate and evidence score to the completions table (`log_completions=True`).
 
-    Example:
-
-    ```python
-    >>> from vzero_trl import VZeroConfig, VZeroTrainer
-    >>> from vzero_trl.synthetic import make_dataset
-
-    >>> trainer = VZeroTrainer(
-    ...     model="Qwen/Qwen3.5-4B",
-    ...     teacher_model="Qwen/Qwen3.5-27B",
-    ...     args=VZeroConfig(output_dir="vzero-4b", num_generations=8, per_device_train_batch_size=8),
-    ...     train_dataset=make_dataset(256),
-    ... )
-    >>> trainer.train()
-    ```
+    The README's "Training from Python" shows it at work, and its "Layout" walks a row through the modules it calls.
 
     Args:
         model (`str`, [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
@@ -170,31 +163,19 @@ class VZeroTrainer(DistillationTrainer):
                 "left-padded prompts. Load it with `AutoProcessor.from_pretrained(..., padding_side='left')`."
             )
 
-        teacher_type = self.accelerator.unwrap_model(self.teacher_model).config.model_type
-        if args.teacher_scoring == "shared_prefix" and teacher_type not in SUPPORTED_MODEL_TYPES:
+        teacher_config = self.accelerator.unwrap_model(self.teacher_model).config
+        reason = unsupported_reason(teacher_config.model_type)
+        if args.teacher_scoring == "shared_prefix" and reason is not None:
             raise ValueError(
-                f"teacher_scoring='shared_prefix' is verified for {list(SUPPORTED_MODEL_TYPES)} teachers, got a "
-                f"{teacher_type!r} teacher. Set `teacher_scoring='per_sequence'` to score every rollout as its own sequence."
+                f"teacher_scoring='shared_prefix' cannot score this teacher: {reason}. Set "
+                "`teacher_scoring='per_sequence'` to score every rollout as its own sequence."
             )
-
-        self._student_shared = args.student_scoring == "shared_prefix"
         student_config = self.accelerator.unwrap_model(self.model).config
-        student_type = student_config.model_type
-        reentrant = any(
-            (kwargs or {}).get("use_reentrant")
-            for kwargs in (args.activation_checkpointing_kwargs, args.gradient_checkpointing_kwargs)
-        )
-        if self._student_shared and (
-            student_type not in SUPPORTED_MODEL_TYPES or args.activation_checkpointing and reentrant
-        ):
-            reason = (
-                f"it is verified for {list(SUPPORTED_MODEL_TYPES)} students, not {student_type!r}"
-                if student_type not in SUPPORTED_MODEL_TYPES
-                else "it needs non-reentrant activation checkpointing (set `use_reentrant: false` in "
-                "`activation_checkpointing_kwargs`; TRL forces reentrant for PEFT with DeepSpeed ZeRO-3)"
-            )
+        # Read after `super().__init__`, which may force reentrant checkpointing (PEFT with DeepSpeed ZeRO-3).
+        reason = unsupported_reason(student_config.model_type, args.reentrant_checkpointing)
+        self._student_shared = args.student_scoring == "shared_prefix" and reason is None
+        if args.student_scoring == "shared_prefix" and reason is not None:
             logger.warning(f"student_scoring='shared_prefix' falls back to 'per_sequence': {reason}.")
-            self._student_shared = False
 
         config = student_config.to_dict()
         self._vision_token_ids = {config[name] for name in VISION_TOKEN_ATTRIBUTES if config.get(name) is not None}
@@ -207,12 +188,15 @@ class VZeroTrainer(DistillationTrainer):
         self._logs["evidence_score"] = deque(maxlen=self._logs["prompt"].maxlen)
 
     def _set_signature_columns_if_needed(self):
-        # Keep the evidence columns (and `id`, used in error messages) if `remove_unused_columns` is turned on.
+        # As `trl.DistillationTrainer._set_signature_columns_if_needed` (TRL 1.16), plus the evidence columns (and `id`,
+        # used in error messages) if `remove_unused_columns` is turned on.
         if self._signature_columns is None:
             self._signature_columns = ["prompt", "image", "images", "id", *self.args.crop_columns]
 
     # Grouped sampling: each prompt appears `num_generations` times in a row, so rows [k * G, (k + 1) * G) of the
-    # gathered generation batch are one prompt's rollouts, whichever process generated them.
+    # gathered generation batch are one prompt's rollouts, whichever process generated them (`rollout_groups`). The
+    # samplers and loaders below mirror `trl.DistillationTrainer`'s `_get_train_sampler`, `_get_eval_sampler`,
+    # `get_train_dataloader` and `get_eval_dataloader` (TRL 1.16) with `mini_repeat_count = num_generations`.
 
     def _generation_batch_size(self) -> int:
         return (
@@ -256,10 +240,8 @@ class VZeroTrainer(DistillationTrainer):
         )
 
     def get_eval_dataloader(self, eval_dataset: str | Dataset | IterableDataset | None = None) -> DataLoader:
-        if isinstance(eval_dataset, str):
-            dataset = self.eval_dataset[eval_dataset]
-        else:
-            dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        dataset = self.eval_dataset[eval_dataset] if isinstance(eval_dataset, str) else dataset
         if not isinstance(dataset, IterableDataset):
             return super().get_eval_dataloader(eval_dataset)  # map-style: grouping comes from `_get_eval_sampler`
         dataset = repeat_iterable_dataset(
@@ -281,7 +263,19 @@ class VZeroTrainer(DistillationTrainer):
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, has_tool_images=False):
         mode = "train" if self.model.training else "eval"
         if self.use_vllm and self.vllm_mode == "server":
-            completion_ids = self._generate_with_vllm_server(prompt_ids, images, mode)
+            # Mirrors the vLLM branch of `trl.DistillationTrainer._generate_single_turn` (TRL 1.16), but the rows hold
+            # each prompt `num_generations` times in a row, so the server gets every prompt (and its image features)
+            # once with `n = num_generations`, instead of `num_generations` separate requests.
+            if self.state.global_step != self._last_loaded_step:
+                with profiling_context(self, "sync_weights"):
+                    self.vllm_generation.sync_weights()
+                self._last_loaded_step = self.state.global_step
+            _, completion_ids, _, _ = self.vllm_generation.generate(
+                prompts=prompt_ids,
+                images=images,
+                num_generations=self.args.num_generations if mode == "train" else self.args.num_generations_eval,
+                profiler=profiling_context(self, "vLLM.generate"),
+            )
         else:  # transformers, or colocated vLLM (one completion per repeated row)
             completion_ids = super()._generate_single_turn(prompt_ids, images, multimodal_fields, has_tool_images)
         # Generation suppresses vision tokens, but vLLM ignores the transformers suppression list.
@@ -291,21 +285,6 @@ class VZeroTrainer(DistillationTrainer):
         num_cut = self.accelerator.gather(torch.tensor(num_cut, device=self.accelerator.device)).sum()
         self._metrics[mode]["completions/vision_token_cut_frac"].append(
             num_cut.item() / (len(completion_ids) * self.accelerator.num_processes)
-        )
-        return completion_ids
-
-    def _generate_with_vllm_server(self, prompt_ids: list[list[int]], images, mode: str) -> list[list[int]]:
-        # The gathered rows hold each prompt `num_generations` times in a row, so the server gets every prompt (and its
-        # image features) once with `n = num_generations`, instead of `num_generations` separate requests.
-        if self.state.global_step != self._last_loaded_step:
-            with profiling_context(self, "sync_weights"):
-                self.vllm_generation.sync_weights()
-            self._last_loaded_step = self.state.global_step
-        _, completion_ids, _, _ = self.vllm_generation.generate(
-            prompts=prompt_ids,
-            images=images,
-            num_generations=self.args.num_generations if mode == "train" else self.args.num_generations_eval,
-            profiler=profiling_context(self, "vLLM.generate"),
         )
         return completion_ids
 
@@ -326,14 +305,15 @@ class VZeroTrainer(DistillationTrainer):
         return self._buffered_inputs[self._step % accumulation]
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        # The walk of a batch of rows: check them, let the base class generate (the student prompts are built there),
-        # replay the rollouts under both teacher views, gate, and hand the loss its inputs.
+        # The walk of a batch of rows: check them, let the base class build the student prompts and generate, replay
+        # the rollouts under both teacher views, gate, and hand the loss its inputs.
+        args = self.args
         for index, row in enumerate(inputs):
-            check_row(row, self.args.crop_columns, index)
+            check_row(row, args.crop_columns, index)
         output = super()._generate_and_score_completions(inputs)
 
         mode = "train" if self.model.training else "eval"
-        num_generations = self.args.num_generations if mode == "train" else self.args.num_generations_eval
+        num_generations = args.num_generations if mode == "train" else args.num_generations_eval
         completion_ids, mask = output["completion_ids"], output["completion_mask"]
         device, local_rows = completion_ids.device, len(inputs)
         first_row = self.accelerator.process_index * local_rows  # this process's rows in the gathered batch
@@ -341,7 +321,7 @@ class VZeroTrainer(DistillationTrainer):
 
         teacher = self.accelerator.unwrap_model(self.teacher_model)
         self.teacher_model.eval()
-        keep_hidden = self.args.loss_type == "full_reverse_kl"
+        keep_hidden = args.loss_type == "full_reverse_kl"
         scored = replay_teacher(
             teacher,
             self.processing_class,
@@ -349,56 +329,47 @@ class VZeroTrainer(DistillationTrainer):
             group_slices(group_index),
             completion_ids,
             mask,
-            self.args.crop_columns,
-            strategy=self.args.teacher_scoring,
-            crop_prefix=self.args.teacher_crop_prefix,
-            crop_suffix=self.args.teacher_crop_suffix,
+            args.crop_columns,
+            strategy=args.teacher_scoring,
+            crop_prefix=args.teacher_crop_prefix,
+            crop_suffix=args.teacher_crop_suffix,
             chat_template_kwargs=self.chat_template_kwargs,
             temperature=self.temperature,
-            rows_per_forward=self.args.teacher_batch_size or self.args.per_device_train_batch_size,
+            rows_per_forward=args.teacher_batch_size or args.per_device_train_batch_size,
             keep_hidden=keep_hidden,
             forward=partial(self._forward_redirection, self.teacher_model, teacher),
         )
         (pos_logps, pos_hidden), neg_logps = scored[0], scored[1][0] if len(scored) > 1 else None
 
-        if neg_logps is not None:
-            scores = evidence_scores(pos_logps, neg_logps, mask, gamma=self.args.evidence_gamma)
-            # The gate needs whole groups, which may straddle processes: gather, gate, keep this process's rows.
-            all_scores = self.accelerator.gather(scores)
+        # The gate needs whole groups, which may straddle processes: gather, gate, keep this process's rows.
+        all_scores = None
+        if neg_logps is None:  # plain on-policy distillation from the positive view
+            all_weights = self.accelerator.gather(torch.ones(local_rows, device=device))
+        else:
+            all_scores = self.accelerator.gather(
+                evidence_scores(pos_logps, neg_logps, mask, gamma=args.evidence_gamma)
+            )
             all_weights = evidence_weights(
                 all_scores,
                 num_generations,
-                alpha=self.args.evidence_alpha,
-                w_min=self.args.evidence_weight_min,
-                w_max=self.args.evidence_weight_max,
-                eps=self.args.evidence_eps,
-                std=self.args.evidence_std,
+                alpha=args.evidence_alpha,
+                w_min=args.evidence_weight_min,
+                w_max=args.evidence_weight_max,
+                eps=args.evidence_eps,
+                std=args.evidence_std,
             )
-            weights = all_weights[first_row : first_row + local_rows]
-        else:  # plain on-policy distillation from the positive view
-            all_scores = None
-            weights = torch.ones(local_rows, device=device)
-            all_weights = self.accelerator.gather(weights)
 
-        token_sums = self.accelerator.gather(evidence_token_sums(pos_logps, neg_logps, mask)).view(-1, 5).sum(0)
-        metrics = evidence_metrics(
-            token_sums,
-            all_weights,
-            all_scores,
-            num_generations,
-            w_min=self.args.evidence_weight_min,
-            w_max=self.args.evidence_weight_max,
-        )
-        for key, value in metrics.items():
+        sums = self.accelerator.gather(evidence_token_sums(pos_logps, neg_logps, mask)).view(-1, 5).sum(0)
+        bounds = (args.evidence_weight_min, args.evidence_weight_max)
+        for key, value in evidence_metrics(sums, all_weights, all_scores, num_generations, *bounds).items():
             self._metrics[mode][key].append(value)
         if self.log_completions:  # gathered in the same order as the base class's prompts and completions
             self._logs["gate"].extend(all_weights.tolist())
-            self._logs["evidence_score"].extend(
-                all_scores.tolist() if all_scores is not None else [math.nan] * len(all_weights)
-            )
+            scores = all_scores.tolist() if all_scores is not None else [math.nan] * len(all_weights)
+            self._logs["evidence_score"].extend(scores)
 
         output["teacher_logps"] = pos_logps
-        output["evidence_weights"] = weights
+        output["evidence_weights"] = all_weights[first_row : first_row + local_rows]
         output["group_index"] = group_index
         output["num_sequences_in_batch"] = self.accelerator.gather(torch.tensor(local_rows, device=device)).sum()
         if keep_hidden:
@@ -407,7 +378,8 @@ class VZeroTrainer(DistillationTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        # Reduced here, outside the DDP-wrapped forward where `_compute_loss` runs, as the base class does for entropy.
+        # Reduced here, outside the DDP-wrapped forward where `_compute_loss` runs, as the entropy is in
+        # `trl.DistillationTrainer.compute_loss` (TRL 1.16).
         kl_sum, num_tokens = self._reverse_kl_stats
         kl_sum = self.accelerator.gather_for_metrics(kl_sum).sum()
         num_tokens = self.accelerator.gather_for_metrics(num_tokens).sum()
@@ -421,7 +393,7 @@ class VZeroTrainer(DistillationTrainer):
             model = unwrapped_student.base_model.model if is_peft_model(unwrapped_student) else unwrapped_student
             groups = group_slices(inputs["group_index"])
             hidden_states = student_hidden_grouped(model.base_model, inputs, groups, model.config.image_token_id)
-        else:  # every rollout as its own [prompt | completion] sequence
+        else:  # every rollout as its own [prompt | completion] sequence, as `trl.DistillationTrainer._compute_loss`
             hidden_states = self._get_last_hidden_state(
                 unwrapped_student,
                 torch.cat([inputs["prompt_ids"], completion_ids], dim=1),
@@ -475,11 +447,7 @@ class VZeroTrainer(DistillationTrainer):
         if not self.is_world_process_zero():
             return
         tags = {tags} if isinstance(tags, str) else set(tags or [])
-        wandb_url = None
-        if is_wandb_available():
-            import wandb
-
-            wandb_url = wandb.run.url if wandb.run is not None else None
+        wandb_url = wandb.run.url if is_wandb_available() and wandb.run is not None else None
         card = build_model_card(
             args=self.args,
             model_name=model_name or Path(self.args.output_dir).name,
@@ -496,50 +464,18 @@ class VZeroTrainer(DistillationTrainer):
         card.save(os.path.join(self.args.output_dir, "README.md"))
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        # The base class writes a completions table without gates; write ours instead.
+        # `trl.DistillationTrainer.log` (TRL 1.16) writes a completions table without gates; write ours instead.
         log_completions, self.log_completions = self.log_completions, False
         try:
             super().log(logs, start_time)
         finally:
             self.log_completions = log_completions
         if self.accelerator.is_main_process and self.log_completions:
-            self._log_completions_table()
-
-    def _log_completions_table(self) -> None:
-        """Prompts, completions, gates and evidence scores of the latest generation batch: printed with rich, written
-        to `output_dir/completions/completions_<step>.parquet`, and logged as a table to wandb / trackio."""
-        import pandas as pd
-
-        step = self.state.global_step
-        table = pd.DataFrame(
-            {
-                "step": [step] * len(self._logs["prompt"]),
-                "prompt": list(self._logs["prompt"]),
-                "completion": list(self._logs["completion"]),
-                "gate": list(self._logs["gate"]),
-                "evidence_score": list(self._logs["evidence_score"]),
-            }
-        )
-        if is_rich_available():
-            print_prompt_completions_sample(
-                table["prompt"].tolist(),
-                table["completion"].tolist(),
-                {"gate": table["gate"].tolist(), "evidence_score": table["evidence_score"].tolist()},
-                None,
-                step,
+            log_completions_table(
+                {key: list(self._logs[key]) for key in ("prompt", "completion", "gate", "evidence_score")},
+                self.state.global_step,
+                self.args.output_dir,
                 self.num_completions_to_print,
+                self.log_unique_prompts,
+                self.args.report_to or [],
             )
-        os.makedirs(os.path.join(self.args.output_dir, "completions"), exist_ok=True)
-        table.to_parquet(os.path.join(self.args.output_dir, "completions", f"completions_{step:05d}.parquet"))
-        if self.log_unique_prompts:
-            table = table.drop_duplicates(subset=["prompt"])
-        report_to = self.args.report_to or []
-        if "wandb" in report_to and is_wandb_available():
-            import wandb
-
-            if wandb.run is not None:
-                wandb.log({"completions": wandb.Table(dataframe=table)})
-        if "trackio" in report_to and is_trackio_available():
-            import trackio
-
-            trackio.log({"completions": trackio.Table(dataframe=table)})
