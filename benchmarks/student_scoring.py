@@ -5,9 +5,10 @@
 For each setting it times the student's forward, the gated sampled-token loss and its backward (what one micro-batch of
 training runs in `VZeroTrainer._compute_loss`) on `G` rollouts of one prompt, with the shared-prefix forward
 (`vzero_trl.shared_prefix.student_hidden_grouped`) and per sequence (TRL's `_get_last_hidden_state`, reported as
-"naive"), interleaved, best of `--repeats` after a warm-up; counts the full-image encodings (a hook on the vision tower) and the tokens each path runs; and
-checks that both give the same loss and gradients. Each setting runs with activation checkpointing off, and the
-largest ones again with it on (non-reentrant, as the trainer enables it), for both paths alike.
+"naive"), interleaved, best of `--repeats` after a warm-up; counts the full-image encodings (a hook on the vision
+tower) and the tokens each path runs; and checks that both give the same loss and gradients. Each setting runs with
+activation checkpointing off, and the largest ones again with it on (non-reentrant, as the trainer enables it), for
+both paths alike.
 """
 
 import argparse

@@ -3,10 +3,10 @@
     OMP_NUM_THREADS=1 python benchmarks/teacher_scoring.py --output benchmarks/results/teacher_scoring.json
 
 For each setting it times `vzero_trl.replay.replay_teacher` (what training runs) with `strategy="shared_prefix"` and
-`"per_sequence"` (reported as "naive"), interleaved, best of `--repeats` after a warm-up; counts the tokens each path runs through the teacher
-(from the sequence lengths) and the full-image encodings per prompt (a hook on the vision tower); and checks that both
-give the same log-probabilities. P is the teacher prompt's length (set through the image size: one token per 32x32
-pixels), C the completion length, G the rollouts per prompt.
+`"per_sequence"` (reported as "naive"), interleaved, best of `--repeats` after a warm-up; counts the tokens each path
+runs through the teacher (from the sequence lengths) and the full-image encodings per prompt (a hook on the vision
+tower); and checks that both give the same log-probabilities. P is the teacher prompt's length (set through the image
+size: one token per 32x32 pixels), C the completion length, G the rollouts per prompt.
 """
 
 import argparse

@@ -22,7 +22,10 @@ The student's training forward (`student_hidden_shared`) is the same tree with o
 once, its cache is forked `G` ways and the rollouts continue from it, so the backward sums every rollout's gradient
 into the one prompt pass. That needs cache layers whose updates stay on the autograd graph
 (`DifferentiableLinearAttentionLayer`) and, under activation checkpointing, replays that see the cache as it was
-(`replayable_checkpointing`).
+(`replayable_checkpointing`). `student_hidden_grouped` runs it over a micro-batch: it unpads each group's prompt and
+finds each row's images, the groups handed in as data (`vzero_trl.gating.group_slices`).
+
+The teacher side is called through `vzero_trl.replay`, which builds the views and picks the strategy.
 """
 
 import copy
