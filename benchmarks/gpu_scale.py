@@ -10,7 +10,8 @@ cost: completions run to `--completion_length`, since the end-of-sequence token 
 
 Parts, in order (`--parts`):
 
-- `teacher`: (b) `VZeroTrainer._score_teacher_views`, shared prefix against naive, at each `--teacher_settings`;
+- `teacher`: (b) `vzero_trl.replay.replay_teacher`, shared prefix against per sequence ("naive"), at each
+  `--teacher_settings`;
 - `student`: the student's training forward and backward on one group, shared prefix against naive, with
   activation checkpointing on;
 - `step`: (a) whole optimizer steps (generation with `model.generate`, teacher scoring, loss, backward, AdamW) for the
@@ -38,7 +39,9 @@ from teacher_scoring import measure as measure_teacher
 from transformers import AutoProcessor, Qwen3_5ForConditionalGeneration, TrainerCallback
 from transformers.utils.import_utils import is_flash_linear_attention_available
 
+import vzero_trl.trainer
 from vzero_trl import VZeroTrainer
+from vzero_trl.replay import replay_teacher, teacher_views, tokenize
 from vzero_trl.synthetic import make_example
 from vzero_trl.tiny import TINY_STUDENT, ensure_tiny_vlm, vlm_config
 from vzero_trl.views import student_messages
@@ -165,8 +168,8 @@ def run_step(name: str, student, teacher, processor, settings: dict, output_dir:
     phases = {}
     student.generate = timed(student.generate, "generate", phases, trainer)
     trainer._compute_loss = timed(trainer._compute_loss, "compute_loss", phases, trainer)
-    if isinstance(trainer, VZeroTrainer):
-        trainer._score_teacher_views = timed(trainer._score_teacher_views, "score_teacher_views", phases, trainer)
+    if isinstance(trainer, VZeroTrainer):  # the trainer calls the replay by its name in `vzero_trl.trainer`
+        vzero_trl.trainer.replay_teacher = timed(replay_teacher, "score_teacher_views", phases, trainer)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     try:
@@ -175,6 +178,7 @@ def run_step(name: str, student, teacher, processor, settings: dict, output_dir:
     except torch.OutOfMemoryError as error:
         result = {"error": f"out of memory: {str(error).splitlines()[0]}"}
     del student.generate  # back to the class method
+    vzero_trl.trainer.replay_teacher = replay_teacher
     result |= {
         "steps_s": [round(t, 3) for t in timer.times],
         # seconds per step inside each call, steps after the first; backward and the optimizer are the remainder
@@ -224,11 +228,16 @@ def ideal_step(student_counts, teacher_counts, prompt: dict, settings: dict, pea
 def prompt_sizes(trainer: VZeroTrainer, image_side: int) -> dict:
     """Token and vision-patch counts of one prompt of the step benchmark."""
     example = make_example(0, seed=0, canvas_size=(image_side, image_side))
-    messages = student_messages(example)
     student = trainer.processing_class.apply_chat_template(
-        [messages], add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+        [student_messages(example)], add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
     )
-    views = [trainer._teacher_view_inputs([messages], [example[column]]) for column in ("crop", "negative_crop")]
+    columns, prefix, suffix = (
+        ["crop", "negative_crop"],
+        trainer.args.teacher_crop_prefix,
+        trainer.args.teacher_crop_suffix,
+    )
+    messages = teacher_views([example], [slice(0, 1)], columns, prefix, suffix)
+    views = [tokenize(trainer.processing_class, view, {}, trainer.accelerator.device) for view in messages]
     return {
         "student_prompt": student["input_ids"].size(1),
         "full_patches": int(student["image_grid_thw"][0].prod()),

@@ -186,7 +186,7 @@ def gpu_report() -> str:
         f"{settings['prompts']} prompts x G = {settings['num_generations']}, {settings['completion_length']}-token "
         f"completions, {settings['image_side']} px images (student prompt {gpu['prompt']['student_prompt']} tokens); "
         f"median of {settings['steps'] - 1} steps after the first, each between CUDA synchronisations. Phases are "
-        "seconds per step inside `model.generate`, `_score_teacher_views` and `_compute_loss` (TRL's trainer scores its",
+        "seconds per step inside `model.generate`, `replay_teacher` and `_compute_loss` (TRL's trainer scores its",
         "teacher inside `_compute_loss`); the rest is backward, the optimizer and data handling.",
         "",
         "| Trainer | Step (s) | generate | teacher views | compute loss | rest | V-Zero / this | step / ideal | "

@@ -7,7 +7,8 @@ with the same batch (2 prompts x G rollouts), completion length and seed; the ti
 teacher scoring, forward and backward of one optimizer step), the median over the steps after the first. Trainers:
 
 - `vzero`: V-Zero with the defaults: gate on, shared-prefix teacher scoring and student forward;
-- `vzero_naive`: the same with `teacher_scoring="naive"` and `student_scoring="naive"` (every sequence alone);
+- `vzero_naive`: the same with `teacher_scoring="per_sequence"` and `student_scoring="per_sequence"` (every sequence
+  alone);
 - `opd_crop`: V-Zero with the gate off (`evidence_alpha=0`): plain on-policy distillation from the crop view, the
   paper's Table 2 "None" row, with the same defaults;
 - `trl_distillation`: TRL's `DistillationTrainer` (reverse KL over the full vocabulary, teacher on the student's own
@@ -37,7 +38,7 @@ def dataset(num_prompts: int, num_generations: int, image_side: int) -> datasets
 # The V-Zero variants by name, as config overrides; `trl_distillation` is TRL's own trainer.
 VZERO_VARIANTS = {
     "vzero": {},
-    "vzero_naive": {"teacher_scoring": "naive", "student_scoring": "naive"},
+    "vzero_naive": {"teacher_scoring": "per_sequence", "student_scoring": "per_sequence"},
     "opd_crop": {"evidence_alpha": 0.0},
 }
 

@@ -2,11 +2,13 @@
 
     OMP_NUM_THREADS=1 python benchmarks/student_scoring.py --output benchmarks/results/student_scoring.json
 
-For each setting it times `VZeroTrainer._compute_loss` plus its backward (what one micro-batch of training runs) on
-`G` rollouts of one prompt with `student_scoring="shared_prefix"` and `"naive"`, interleaved, best of `--repeats`
-after a warm-up; counts the full-image encodings (a hook on the vision tower) and the tokens each path runs; and
-checks that both give the same loss and gradients. Each setting runs with activation checkpointing off, and the
-largest ones again with it on (non-reentrant, as the trainer enables it), for both paths alike.
+For each setting it times the student's forward, the gated sampled-token loss and its backward (what one micro-batch of
+training runs in `VZeroTrainer._compute_loss`) on `G` rollouts of one prompt, with the shared-prefix forward
+(`vzero_trl.shared_prefix.student_hidden_grouped`) and per sequence (TRL's `_get_last_hidden_state`, reported as
+"naive"), interleaved, best of `--repeats` after a warm-up; counts the full-image encodings (a hook on the vision
+tower) and the tokens each path runs; and checks that both give the same loss and gradients. Each setting runs with
+activation checkpointing off, and the largest ones again with it on (non-reentrant, as the trainer enables it), for
+both paths alike.
 """
 
 import argparse
@@ -17,6 +19,11 @@ from pathlib import Path
 import torch
 
 from vzero_trl import VZeroConfig, VZeroTrainer
+from vzero_trl.gating import group_slices, rollout_groups
+from vzero_trl.losses import sampled_token_loss
+from vzero_trl.replay import MULTIMODAL_KEYS
+from vzero_trl.scoring import completion_logps
+from vzero_trl.shared_prefix import student_hidden_grouped
 from vzero_trl.synthetic import make_example
 from vzero_trl.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
 from vzero_trl.views import student_messages
@@ -74,7 +81,28 @@ def micro_batch(trainer: VZeroTrainer, image_side: int, completion_length: int, 
         "teacher_logps": -torch.rand(num_generations, completion_length, generator=generator) * 8,
         "evidence_weights": torch.rand(num_generations, generator=generator) * 2,
         "num_sequences_in_batch": torch.tensor(num_generations),
+        "group_index": rollout_groups(num_generations, num_generations),
     }
+
+
+def loss(trainer: VZeroTrainer, student, inputs: dict, shared: bool) -> torch.Tensor:
+    """The gated sampled-token loss of the micro-batch, the student's forward shared over the prompt or per row."""
+    ids, mask = inputs["completion_ids"], inputs["completion_mask"]
+    if shared:
+        groups = group_slices(inputs["group_index"])
+        hidden = student_hidden_grouped(student.base_model, inputs, groups, student.config.image_token_id)
+    else:
+        hidden = trainer._get_last_hidden_state(
+            student,
+            torch.cat([inputs["prompt_ids"], ids], dim=1),
+            torch.cat([inputs["prompt_mask"], mask], dim=1),
+            ids.size(1),
+            **{key: inputs[key] for key in MULTIMODAL_KEYS if key in inputs},
+        )
+    logps, _ = completion_logps(hidden, student.get_output_embeddings(), ids, mask)
+    return sampled_token_loss(
+        logps, inputs["teacher_logps"], mask, inputs["evidence_weights"], normalizer=inputs["num_sequences_in_batch"]
+    )
 
 
 def measure(
@@ -100,15 +128,14 @@ def measure(
     synchronize = torch.cuda.synchronize if torch.cuda.is_available() else lambda: None
     for _ in range(repeats + 1):
         for mode in ("shared_prefix", "naive"):
-            trainer._student_shared = mode == "shared_prefix"
             student.zero_grad()
             encodings.clear()
             start = time.perf_counter()
-            loss, _, _ = trainer._compute_loss(student, inputs, torch.tensor(float(num_generations)))
-            loss.backward()
+            value = loss(trainer, student, inputs, shared=mode == "shared_prefix")
+            value.backward()
             synchronize()
             times[mode].append(time.perf_counter() - start)
-            losses[mode] = loss.item()
+            losses[mode] = value.item()
             if torch.cuda.is_available():
                 allocated[mode] = round(torch.cuda.memory_allocated() / 2**30, 1)
             if mode == "shared_prefix":  # kept on the host, compared per parameter: a large model's grads fit once

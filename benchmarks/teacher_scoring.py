@@ -2,11 +2,11 @@
 
     OMP_NUM_THREADS=1 python benchmarks/teacher_scoring.py --output benchmarks/results/teacher_scoring.json
 
-For each setting it times `VZeroTrainer._score_teacher_views` (what training runs) with `teacher_scoring="shared_prefix"`
-and `"naive"`, interleaved, best of `--repeats` after a warm-up; counts the tokens each path runs through the teacher
-(from the sequence lengths) and the full-image encodings per prompt (a hook on the vision tower); and checks that both
-give the same log-probabilities. P is the teacher prompt's length (set through the image size: one token per 32x32
-pixels), C the completion length, G the rollouts per prompt.
+For each setting it times `vzero_trl.replay.replay_teacher` (what training runs) with `strategy="shared_prefix"` and
+`"per_sequence"` (reported as "naive"), interleaved, best of `--repeats` after a warm-up; counts the tokens each path
+runs through the teacher (from the sequence lengths) and the full-image encodings per prompt (a hook on the vision
+tower); and checks that both give the same log-probabilities. P is the teacher prompt's length (set through the image
+size: one token per 32x32 pixels), C the completion length, G the rollouts per prompt.
 """
 
 import argparse
@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 
 from vzero_trl import VZeroConfig, VZeroTrainer
+from vzero_trl.gating import group_slices, rollout_groups
+from vzero_trl.replay import replay_teacher, teacher_views, tokenize
 from vzero_trl.synthetic import make_example
 from vzero_trl.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
-from vzero_trl.views import student_messages
 
 
 MODELS = {
@@ -53,16 +54,23 @@ def measure(
 ) -> dict:
     example = make_example(0, seed=0, canvas_size=(image_side, image_side))
     rows = [example] * num_generations
-    prompts = [student_messages(row) for row in rows]
+    groups = group_slices(rollout_groups(num_generations, num_generations))
     generator = torch.Generator().manual_seed(0)
     vocab = trainer.processing_class.tokenizer.convert_tokens_to_ids("<|endoftext|>")  # ordinary tokens lie below it
     completion_ids = torch.randint(0, vocab, (num_generations, completion_length), generator=generator)
-    completion_ids = completion_ids.to(trainer.accelerator.device)
+    device = trainer.accelerator.device
+    completion_ids = completion_ids.to(device)
     completion_mask = torch.ones_like(completion_ids)
-    args = (rows, prompts, ["crop", "negative_crop"], completion_ids, completion_mask, False)
-
+    columns = ["crop", "negative_crop"]
     teacher = trainer.accelerator.unwrap_model(trainer.teacher_model)
-    views = [trainer._teacher_view_inputs([prompts[0]], [example[column]]) for column in ("crop", "negative_crop")]
+    replay = dict(
+        crop_prefix=trainer.args.teacher_crop_prefix,
+        crop_suffix=trainer.args.teacher_crop_suffix,
+        chat_template_kwargs=trainer.chat_template_kwargs,
+        rows_per_forward=trainer.args.per_device_train_batch_size,
+    )
+    messages = teacher_views(rows, groups, columns, replay["crop_prefix"], replay["crop_suffix"])
+    views = [tokenize(trainer.processing_class, view, trainer.chat_template_kwargs, device) for view in messages]
     lengths = [view["input_ids"].size(1) for view in views]
     image_runs = (views[0]["input_ids"][0] == teacher.config.image_token_id).nonzero().flatten().tolist()
     full_image_tokens = int(views[0]["image_grid_thw"][0].prod()) // 4
@@ -76,11 +84,20 @@ def measure(
     counts = {}
     synchronize = torch.cuda.synchronize if torch.cuda.is_available() else lambda: None
     for _ in range(repeats + 1):
-        for mode in ("shared_prefix", "naive"):
-            trainer.args.teacher_scoring = mode
+        for mode, strategy in (("shared_prefix", "shared_prefix"), ("naive", "per_sequence")):
             encodings.clear()
             start = time.perf_counter()
-            scored = trainer._score_teacher_views(*args)
+            scored = replay_teacher(
+                teacher,
+                trainer.processing_class,
+                rows,
+                groups,
+                completion_ids,
+                completion_mask,
+                columns,
+                strategy=strategy,
+                **replay,
+            )
             synchronize()
             times[mode].append(time.perf_counter() - start)
             logps[mode] = torch.stack([s[0] for s in scored])

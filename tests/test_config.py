@@ -68,6 +68,33 @@ def test_bad_settings_fail_early_with_the_field_and_value(overrides, message):
         config(**overrides)
 
 
+@pytest.mark.parametrize("field", ["teacher_scoring", "student_scoring"])
+def test_scoring_strategies_and_the_old_name_naive(field, tmp_path):
+    assert getattr(config(), field) == "shared_prefix"
+    assert getattr(config(**{field: "per_sequence"}), field) == "per_sequence"
+    assert getattr(config(**{field: "naive"}), field) == "per_sequence"  # the old name, still accepted
+    (args,) = TrlParser((VZeroConfig,)).parse_args_and_config(
+        ["--output_dir", str(tmp_path), "--use_cpu", "true", f"--{field}", "naive"]
+    )
+    assert getattr(args, field) == "per_sequence"
+    with pytest.raises(ValueError, match=f"`{field}` must be one of 'shared_prefix', 'per_sequence', got 'batched'"):
+        config(**{field: "batched"})
+
+
+def test_crop_columns_read_the_negative_crop_only_with_gating_on():
+    assert config().crop_columns == ["crop", "negative_crop"]
+    assert config(crop_column="zoom", negative_crop_column="far").crop_columns == ["zoom", "far"]
+    assert config(evidence_alpha=0.0).crop_columns == ["crop"]
+
+
+def test_reentrant_checkpointing():
+    assert not config().reentrant_checkpointing  # TRL's default: non-reentrant activation checkpointing
+    assert config(activation_checkpointing_kwargs={"use_reentrant": True}).reentrant_checkpointing
+    assert config(gradient_checkpointing_kwargs={"use_reentrant": True}).reentrant_checkpointing
+    off = config(activation_checkpointing=False, activation_checkpointing_kwargs={"use_reentrant": True})
+    assert not off.reentrant_checkpointing
+
+
 def test_gating_off_allows_single_rollouts_and_shared_columns():
     args = config(evidence_alpha=0.0, num_generations=1, per_device_train_batch_size=3, negative_crop_column="crop")
     assert args.num_generations_eval == 1

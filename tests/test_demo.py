@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from test_recipes import load_script
+from helpers import load_script
 
 
 ROOT = Path(__file__).parent.parent

@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 from datasets import load_from_disk
 from distributed_gates import MAX_STEPS, training_args
+from helpers import replay
 
 from vzero_trl import VZeroTrainer
 from vzero_trl.gating import evidence_scores, evidence_weights
 from vzero_trl.synthetic import make_dataset
 from vzero_trl.tiny import build_tiny_pair
-from vzero_trl.views import student_messages
 
 
 NUM_PROCESSES = 2
@@ -130,15 +130,9 @@ def test_gates_of_a_group_split_over_two_processes_match_one_process(tmp_path):
         assert batch["ids"] == [batch["ids"][0]] * num_generations
 
         group = [rows[row_id] for row_id in batch["ids"]]
-        prompts = [student_messages(row) for row in group]
-        completion_ids, mask = batch["completion_ids"], batch["completion_mask"]
-        pos, _ = trainer._score_teacher_view(
-            prompts, [row[args.crop_column] for row in group], completion_ids, mask, keep_hidden=False
-        )
-        neg, _ = trainer._score_teacher_view(
-            prompts, [row[args.negative_crop_column] for row in group], completion_ids, mask, keep_hidden=False
-        )
-        scores = evidence_scores(pos, neg, mask, gamma=args.evidence_gamma)
+        columns = [args.crop_column, args.negative_crop_column]
+        (pos, _), (neg, _) = replay(trainer, group, batch, columns, "per_sequence", rows_per_forward=2)
+        scores = evidence_scores(pos, neg, batch["completion_mask"], gamma=args.evidence_gamma)
         expected = evidence_weights(scores, num_generations, **gate)
         # The random teacher's view gaps are ~1e-3, so standardising turns the ~1e-6 log-prob noise of scoring the rows
         # padded to another width into up to ~5e-4 on the gates; a wrong grouping moves them by far more (see below).

@@ -223,7 +223,7 @@ def test_validation_mix_samples_each_benchmark_reproducibly(fixtures):
 
 
 def test_training_callback_logs_benchmark_scores(fixtures, tmp_path):
-    from test_trainer import make_trainer
+    from helpers import make_trainer
 
     from vzero_trl.evaluate import BenchmarkEvalCallback
     from vzero_trl.synthetic import make_dataset

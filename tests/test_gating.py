@@ -7,7 +7,16 @@ import statistics
 import pytest
 import torch
 
-from vzero_trl.gating import constant_groups, evidence_scores, evidence_weights, group_standardize
+from vzero_trl.gating import (
+    constant_groups,
+    evidence_metrics,
+    evidence_scores,
+    evidence_token_sums,
+    evidence_weights,
+    group_slices,
+    group_standardize,
+    rollout_groups,
+)
 
 
 def test_evidence_scores_hand_computed():
@@ -124,3 +133,55 @@ def test_gate_matches_naive_loop_from_the_paper(num_generations, alpha):
     weights = evidence_weights(scores, num_generations, alpha=alpha)
     torch.testing.assert_close(scores, torch.tensor(ref_scores, dtype=torch.float32))
     torch.testing.assert_close(weights, torch.tensor(ref_weights, dtype=torch.float32), atol=1e-5, rtol=1e-5)
+
+
+def test_rollout_groups_follow_the_sampler_layout():
+    # G = 4, 2 rows per process: process 1 holds rows 2-3 of group 0, process 2 rows 4-5, the start of group 1.
+    assert rollout_groups(8, 4).tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert rollout_groups(2, 4, first_row=2).tolist() == [0, 0]
+    assert rollout_groups(3, 2, first_row=3).tolist() == [1, 2, 2]
+
+
+def test_group_slices_are_the_runs_of_one_group():
+    assert group_slices(torch.tensor([4, 4, 5, 5, 5])) == [slice(0, 2), slice(2, 5)]
+    assert group_slices(torch.tensor([1, 2, 2])) == [slice(0, 1), slice(1, 3)]
+    assert group_slices(torch.tensor([7])) == [slice(0, 1)]
+
+
+def test_evidence_metrics_hand_computed():
+    # Two rollouts of one group, the second with one masked (and infinite) token. Valid gaps: [1.0, -0.25, 0.5].
+    pos = torch.tensor([[-1.0, -0.5], [-2.0, -math.inf]])
+    neg = torch.tensor([[-2.0, -0.25], [-2.5, 0.0]])
+    mask = torch.tensor([[1, 1], [1, 0]])
+    sums = evidence_token_sums(pos, neg, mask)
+    assert sums.tolist() == [3.0, -3.5, -4.75, 1.25, 2.0]
+    scores = evidence_scores(pos, neg, mask)  # [0.375, 0.5]
+    weights = torch.tensor([0.0, 2.0])
+    metrics = evidence_metrics(sums, weights, scores, num_generations=2, w_min=0.0, w_max=2.0)
+    assert metrics == pytest.approx(
+        {
+            "evidence/teacher_pos_logp_mean": -3.5 / 3,
+            "evidence/teacher_neg_logp_mean": -4.75 / 3,
+            "evidence/delta_mean": 1.25 / 3,
+            "evidence/delta_pos_frac": 2 / 3,
+            "evidence/score_mean": 0.4375,
+            "evidence/score_std": 0.0625,  # population std
+            "evidence/zero_std_group_frac": 0.0,
+            "evidence/weight_mean": 1.0,
+            "evidence/weight_min": 0.0,
+            "evidence/weight_max": 2.0,
+            "evidence/weight_at_min_frac": 0.5,
+            "evidence/weight_at_max_frac": 0.5,
+        }
+    )
+    # Summed over processes, the sums give the means of the whole batch.
+    both = evidence_token_sums(pos[:1], neg[:1], mask[:1]) + evidence_token_sums(pos[1:], neg[1:], mask[1:])
+    assert both.tolist() == sums.tolist()
+
+
+def test_evidence_metrics_without_the_negative_view():
+    pos = torch.tensor([[-1.0, -3.0]])
+    sums = evidence_token_sums(pos, None, torch.tensor([[1, 1]]))
+    metrics = evidence_metrics(sums, torch.ones(4), None, num_generations=2, w_min=0.0, w_max=2.0)
+    assert metrics["evidence/teacher_pos_logp_mean"] == -2.0 and metrics["evidence/weight_mean"] == 1.0
+    assert not any(key in metrics for key in ("evidence/teacher_neg_logp_mean", "evidence/score_mean"))

@@ -1,6 +1,5 @@
 """Every recipe parses with the training script's own parser (unknown keys rejected), and every accelerate config loads."""
 
-import importlib.util
 import re
 from pathlib import Path
 
@@ -8,6 +7,7 @@ import pytest
 import torch
 import yaml
 from accelerate.commands.config.config_args import load_config_from_file
+from helpers import load_script
 
 
 ROOT = Path(__file__).parent.parent
@@ -18,13 +18,6 @@ ACCELERATE = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))
 # GPU recipes ask for bf16, which TrainingArguments refuses without a GPU unless told it runs on CPU; every other
 # field is still parsed and validated.
 CPU_OVERRIDE = [] if torch.cuda.is_available() else ["--use_cpu", "true"]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("vzero_script", ROOT / "scripts" / "vzero.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

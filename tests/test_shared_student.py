@@ -1,4 +1,4 @@
-"""The student's shared-prefix training forward equals the naive one: hidden states, loss, gradients, training steps."""
+"""The student's shared-prefix training forward equals the per-sequence one: hidden states, loss, gradients, training steps."""
 
 import inspect
 import textwrap
@@ -6,15 +6,20 @@ import textwrap
 import pytest
 import torch
 import transformers.models.qwen3_5.modeling_qwen3_5 as qwen3_5
+from accelerate.utils import is_peft_model
+from helpers import generation_batch, make_args, make_trainer, ragged, rows_with_two_image_sizes
 from peft import LoraConfig
-from test_shared_prefix import ragged, rows_with_two_image_sizes
-from test_trainer import generation_batch, make_args, make_trainer
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.testing_utils import CaptureLogger
 
 import vzero_trl.shared_prefix
 import vzero_trl.trainer
 from vzero_trl import VZeroTrainer
+from vzero_trl.gating import group_slices
+from vzero_trl.losses import sampled_token_loss
+from vzero_trl.replay import MULTIMODAL_KEYS
+from vzero_trl.scoring import completion_logps
+from vzero_trl.shared_prefix import student_hidden_grouped
 from vzero_trl.synthetic import make_dataset
 
 
@@ -42,26 +47,45 @@ def float64_delta_rule(monkeypatch):
     monkeypatch.setattr(qwen3_5, "torch_chunk_gated_delta_rule", namespace["torch_chunk_gated_delta_rule"])
 
 
-def loss_and_gradients(trainer, inputs, shared):
-    trainer._student_shared = shared
+def student_hidden(trainer, student, inputs, strategy):
+    """The student's hidden states at the completion positions, by `strategy`, as `VZeroTrainer._compute_loss` runs
+    them: grouped over shared prefixes, or every row alone through TRL's `_get_last_hidden_state`."""
+    if strategy == "shared_prefix":
+        model = student.base_model.model if is_peft_model(student) else student
+        groups = group_slices(inputs["group_index"])
+        return student_hidden_grouped(model.base_model, inputs, groups, model.config.image_token_id)
+    return trainer._get_last_hidden_state(
+        student,
+        torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1),
+        torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1),
+        inputs["completion_ids"].size(1),
+        **{key: inputs[key] for key in MULTIMODAL_KEYS if key in inputs},
+    )
+
+
+def loss_and_gradients(trainer, inputs, strategy):
     student = trainer.accelerator.unwrap_model(trainer.model)
     student.train()
     student.zero_grad()
-    hidden = trainer._student_hidden_states(student, inputs)
-    loss, _, _ = trainer._compute_loss(student, inputs, torch.tensor(40.0))
+    hidden = student_hidden(trainer, student, inputs, strategy)
+    mask = inputs["completion_mask"]
+    logps, _ = completion_logps(hidden, student.get_output_embeddings(), inputs["completion_ids"], mask)
+    loss = sampled_token_loss(
+        logps, inputs["teacher_logps"], mask, inputs["evidence_weights"], normalizer=inputs["num_sequences_in_batch"]
+    )
     loss.backward()
     grads = {name: p.grad.clone() for name, p in student.named_parameters() if p.grad is not None}
     return hidden.detach(), loss.detach(), grads
 
 
 def compare(trainer, inputs, decay_rtol):
-    naive = loss_and_gradients(trainer, inputs, shared=False)
-    shared = loss_and_gradients(trainer, inputs, shared=True)
+    reference = loss_and_gradients(trainer, inputs, "per_sequence")
+    shared = loss_and_gradients(trainer, inputs, "shared_prefix")
     valid = inputs["completion_mask"].bool()
-    assert (naive[0] - shared[0])[valid].abs().max() <= 1e-5
-    torch.testing.assert_close(shared[1], naive[1], atol=1e-6, rtol=1e-6)
-    assert naive[2].keys() == shared[2].keys() and len(naive[2]) > 20  # the vision tower's too
-    for name, grad in naive[2].items():
+    assert (reference[0] - shared[0])[valid].abs().max() <= 1e-5
+    torch.testing.assert_close(shared[1], reference[1], atol=1e-6, rtol=1e-6)
+    assert reference[2].keys() == shared[2].keys() and len(reference[2]) > 20  # the vision tower's too
+    for name, grad in reference[2].items():
         scale = grad.abs().max()
         rtol = decay_rtol if any(part in name for part in DECAY_PARAMETERS) else 1e-4
         assert (shared[2][name] - grad).abs().max() <= rtol * scale + 1e-7, name
@@ -72,7 +96,7 @@ def batch_for(trainer, dataset):
     return ragged(generation_batch(trainer, rows), trainer._tokenizer.pad_token_id)  # ragged completions
 
 
-def test_shared_student_forward_matches_naive_with_float64_delta_rule(
+def test_shared_student_forward_matches_per_sequence_with_float64_delta_rule(
     tiny_models, tmp_path, dataset, float64_delta_rule
 ):
     trainer = make_trainer(
@@ -81,7 +105,7 @@ def test_shared_student_forward_matches_naive_with_float64_delta_rule(
     compare(trainer, batch_for(trainer, dataset), decay_rtol=1e-4)
 
 
-def test_shared_student_forward_matches_naive_with_the_stock_kernel(tiny_models, tmp_path, dataset):
+def test_shared_student_forward_matches_per_sequence_with_the_stock_kernel(tiny_models, tmp_path, dataset):
     # Every gradient but the linear-attention decay's agrees as tightly; the decay's carries the kernel's float32
     # rounding (the test above shows that it is only that).
     trainer = make_trainer(
@@ -90,7 +114,7 @@ def test_shared_student_forward_matches_naive_with_the_stock_kernel(tiny_models,
     compare(trainer, batch_for(trainer, dataset), decay_rtol=5e-2)
 
 
-def test_shared_student_under_activation_checkpointing_matches_naive(
+def test_shared_student_under_activation_checkpointing_matches_per_sequence(
     tiny_models, tmp_path, dataset, float64_delta_rule, monkeypatch
 ):
     # Checkpointed layers replay in the backward against the cache as it was when they ran; without that the replay
@@ -137,22 +161,21 @@ def test_the_student_encodes_each_prompt_image_once(tiny_models, tmp_path, datas
         lambda module, args, kwargs, output: grids.extend(kwargs["grid_thw"].tolist()), with_kwargs=True
     )
     try:
-        for shared, expected in ((True, 2), (False, 8)):
+        for strategy, expected in (("shared_prefix", 2), ("per_sequence", 8)):
             grids.clear()
-            trainer._student_shared = shared
-            trainer._student_hidden_states(student, inputs)
+            student_hidden(trainer, student, inputs, strategy)
             assert len(grids) == expected  # one per prompt, or one per rollout
     finally:
         hook.remove()
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])
-def test_training_steps_match_the_naive_path(tiny_models, tmp_path, dataset, checkpointing):
+def test_training_steps_match_the_per_sequence_path(tiny_models, tmp_path, dataset, checkpointing):
     # One step of plain SGD, so parameters move by exactly lr x gradient (a second step would sample other rollouts:
-    # the naive path's shuffle draws from the generator). Four micro-batches, each prompt split across two of them
-    # (G = 4, micro-batch 2): the shared path keeps rows in order, the naive one shuffles them.
+    # the per-sequence path's shuffle draws from the generator). Four micro-batches, each prompt split across two of them
+    # (G = 4, micro-batch 2): the shared path keeps rows in order, the per-sequence one shuffles them.
     params = {}
-    for mode in ("naive", "shared_prefix"):
+    for mode in ("per_sequence", "shared_prefix"):
         trainer = make_trainer(
             tiny_models,
             tmp_path / mode,
@@ -175,7 +198,9 @@ def test_training_steps_match_the_naive_path(tiny_models, tmp_path, dataset, che
         if mode == "shared_prefix":  # the micro-batches hold the generation batch's rows in order: whole prompts
             prompt_ids = [batch["prompt_ids"] for batch in trainer._buffered_inputs]
             assert torch.equal(prompt_ids[0][0], prompt_ids[0][1]) and torch.equal(prompt_ids[1][1], prompt_ids[0][0])
-    for name, p in params["naive"].items():
+            groups = [batch["group_index"].tolist() for batch in trainer._buffered_inputs]
+            assert groups == [[0, 0], [0, 0], [1, 1], [1, 1]]  # the sampler's groups, travelling with the rows
+    for name, p in params["per_sequence"].items():
         tolerance = 5e-2 if any(part in name for part in DECAY_PARAMETERS) else 1e-4
         scale = (p - before[name]).abs().max()
         assert (params["shared_prefix"][name] - p).abs().max() <= tolerance * scale + 1e-6, name
@@ -192,11 +217,11 @@ def test_lora_student_shares_the_prefix(tiny_models, tmp_path, dataset):
     )
     assert trainer._student_shared
     inputs = batch_for(trainer, dataset)
-    naive = loss_and_gradients(trainer, inputs, shared=False)
-    shared = loss_and_gradients(trainer, inputs, shared=True)
-    torch.testing.assert_close(shared[1], naive[1], atol=1e-6, rtol=1e-6)
-    assert naive[2].keys() == shared[2].keys() and all("lora_" in name for name in naive[2])
-    for name, grad in naive[2].items():
+    reference = loss_and_gradients(trainer, inputs, "per_sequence")
+    shared = loss_and_gradients(trainer, inputs, "shared_prefix")
+    torch.testing.assert_close(shared[1], reference[1], atol=1e-6, rtol=1e-6)
+    assert reference[2].keys() == shared[2].keys() and all("lora_" in name for name in reference[2])
+    for name, grad in reference[2].items():
         assert (shared[2][name] - grad).abs().max() <= 1e-4 * grad.abs().max() + 1e-7, name
 
 
@@ -208,18 +233,18 @@ def test_shared_student_falls_back_with_a_warning(tiny_models, tmp_path, dataset
         overrides["gradient_checkpointing_kwargs"] = {"use_reentrant": True}
         expected = "use_reentrant: false"
     else:
-        monkeypatch.setattr("vzero_trl.trainer.SUPPORTED_MODEL_TYPES", ("llava",))
-        overrides["teacher_scoring"] = "naive"
+        monkeypatch.setattr("vzero_trl.shared_prefix.SUPPORTED_MODEL_TYPES", ("llava",))
+        overrides["teacher_scoring"] = "per_sequence"
         expected = "not 'qwen3_5'"
     with CaptureLogger(vzero_trl.trainer.logger) as captured:
         trainer = make_trainer(tiny_models, tmp_path, dataset, **overrides)
     assert not trainer._student_shared
-    assert "falls back to 'naive'" in captured.out and expected in captured.out
+    assert "falls back to 'per_sequence'" in captured.out and expected in captured.out
 
 
-def test_evaluation_loss_matches_the_naive_path(tiny_models, tmp_path, dataset):
+def test_evaluation_loss_matches_the_per_sequence_path(tiny_models, tmp_path, dataset):
     losses = {}
-    for mode in ("naive", "shared_prefix"):
+    for mode in ("per_sequence", "shared_prefix"):
         trainer = make_trainer(
             tiny_models,
             tmp_path / mode,
@@ -230,4 +255,4 @@ def test_evaluation_loss_matches_the_naive_path(tiny_models, tmp_path, dataset):
             student_scoring=mode,
         )
         losses[mode] = trainer.evaluate()["eval_loss"]
-    assert losses["naive"] != 0 and abs(losses["shared_prefix"] - losses["naive"]) <= 1e-5
+    assert losses["per_sequence"] != 0 and abs(losses["shared_prefix"] - losses["per_sequence"]) <= 1e-5

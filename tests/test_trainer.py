@@ -5,14 +5,23 @@ import copy
 import pytest
 import torch
 from datasets import Dataset, Image
+from helpers import (
+    completions_of,
+    full_distribution,
+    generation_batch,
+    load,
+    make_args,
+    make_trainer,
+    reference_logps,
+    replay,
+    student_view,
+    teacher_view,
+)
 from peft import LoraConfig
-from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from vzero_trl import VZeroConfig, VZeroTrainer
-from vzero_trl.config import TEACHER_CROP_PREFIX, TEACHER_CROP_SUFFIX
+from vzero_trl import VZeroTrainer
 from vzero_trl.gating import evidence_scores, evidence_weights
 from vzero_trl.synthetic import make_dataset
-from vzero_trl.views import student_messages
 
 
 EVIDENCE_METRICS = [
@@ -36,144 +45,83 @@ def dataset():
     return make_dataset(16, seed=0)
 
 
-def make_args(tmp_path, **overrides):
-    settings = dict(
-        output_dir=str(tmp_path / "out"),
-        num_generations=4,
-        per_device_train_batch_size=4,
-        max_completion_length=8,
-        max_steps=2,
-        learning_rate=1e-2,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        bf16=False,
-        use_cpu=True,
-        gradient_checkpointing=False,
-        seed=0,
-    )
-    settings.update(overrides)
-    return VZeroConfig(**settings)
-
-
-def make_trainer(tiny_models, tmp_path, train_dataset, eval_dataset=None, **overrides):
-    student, teacher = tiny_models
-    return VZeroTrainer(
-        model=str(student),
-        teacher_model=str(teacher),
-        args=make_args(tmp_path, **overrides),
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-    )
-
-
-def generation_batch(trainer, rows):
-    """One generation batch exactly as `_prepare_inputs` would build it (before shuffling), in train mode."""
-    trainer.model.train()
-    with torch.no_grad():
-        return trainer._generate_and_score_completions(copy.deepcopy(rows))
-
-
-# References: written from the definitions with plain full-logits forwards and hand-built messages, sharing no code
-# with the trainer's chunked, batched path.
-
-
-def reference_logits(model, processor, messages, tokens):
-    """Full logits `(P + len(tokens), V)` of one sequence alone, `[prompt | tokens]`, and the prompt length `P`."""
-    prompt = processor.apply_chat_template(
-        [messages], add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
-    )
-    ids = torch.cat([prompt["input_ids"], torch.tensor([tokens], dtype=torch.long)], dim=1)
-    token_types = torch.cat([prompt["mm_token_type_ids"], torch.zeros(1, len(tokens), dtype=torch.long)], dim=1)
-    with torch.no_grad():
-        logits = model(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            pixel_values=prompt["pixel_values"],
-            image_grid_thw=prompt["image_grid_thw"],
-            mm_token_type_ids=token_types,
-        ).logits[0]
-    return logits, prompt["input_ids"].size(1)
-
-
-def reference_logps(model, processor, messages, completion):
-    """log pi(y_k | messages, y_<k) for each token of `completion` (a list of ids), one sequence alone, full logits."""
-    logits, start = reference_logits(model, processor, messages, completion)
-    # Position p predicts token p + 1: completion token k sits at start + k and is predicted at start + k - 1.
-    return [logits[start + k - 1].log_softmax(-1)[token].item() for k, token in enumerate(completion)]
-
-
-def full_distribution(model, processor, messages, prefix):
-    """log pi(. | messages, prefix) over the whole vocabulary."""
-    logits, _ = reference_logits(model, processor, messages, prefix)
-    return logits[-1].log_softmax(-1)
-
-
-def student_view(row):
-    return [
-        {
-            "role": "user",
-            "content": [
-                {"type": "image", "image": row["image"]},
-                {"type": "text", "text": row["prompt"][0]["content"]},
-            ],
-        }
-    ]
-
-
-def teacher_view(row, crop_column):
-    content = student_view(row)[0]["content"] + [
-        {"type": "text", "text": TEACHER_CROP_PREFIX},
-        {"type": "image", "image": row[crop_column]},
-        {"type": "text", "text": TEACHER_CROP_SUFFIX},
-    ]
-    return [{"role": "user", "content": content}]
-
-
-def completions_of(batch):
-    return [
-        ids[mask.bool()].tolist() for ids, mask in zip(batch["completion_ids"], batch["completion_mask"], strict=True)
-    ]
-
-
-def load(path):
-    return AutoModelForImageTextToText.from_pretrained(path).eval(), AutoProcessor.from_pretrained(
-        path, padding_side="left"
-    )
-
-
 # --- teacher replay ---------------------------------------------------------------------------------------------------
 
 
 def test_teacher_replay_matches_each_row_scored_alone(tiny_models, tmp_path, dataset):
     """Left-padded, chunked teacher log-probs equal a full-logits forward of each row alone, token 0 included."""
-    trainer = make_trainer(tiny_models, tmp_path, dataset, num_generations=2, teacher_batch_size=3)
+    # A bias towards the end of sequence makes the random student stop at different lengths.
+    eos = load(tiny_models[0])[1].tokenizer.convert_tokens_to_ids("<|im_end|>")
+    trainer = make_trainer(
+        tiny_models,
+        tmp_path,
+        dataset,
+        num_generations=2,
+        teacher_batch_size=3,
+        generation_kwargs={"sequence_bias": [[[eos], 4.0]]},
+    )
     rows = [dataset[0], dataset[0], dataset[5], dataset[5]]
     # Different image sizes make the teacher prompts differ in length, so the batch really is left padded.
     rows[2]["image"] = rows[2]["image"].resize((320, 192))
     rows[3]["image"] = rows[3]["image"].resize((320, 192))
     batch = generation_batch(trainer, rows)
     completions = completions_of(batch)
-    assert len({len(c) for c in completions}) > 1 or batch["completion_mask"].all(), "want ragged completions"
+    assert len({len(c) for c in completions}) > 1 and not batch["completion_mask"].all(), "want ragged completions"
 
     teacher, processor = load(tiny_models[1])
-    scored = {}
-    for crop_column in ("crop", "negative_crop"):
-        batched, _ = trainer._score_teacher_view(
-            [student_messages(row) for row in rows],
-            [row[crop_column] for row in rows],
-            batch["completion_ids"],
-            batch["completion_mask"],
-            keep_hidden=False,
-        )
+    columns = ["crop", "negative_crop"]
+    scored = replay(trainer, rows, batch, columns, "per_sequence", rows_per_forward=3)
+    for crop_column, (batched, _) in zip(columns, scored, strict=True):
         for i, row in enumerate(rows):
             expected = reference_logps(teacher, processor, teacher_view(row, crop_column), completions[i])
             torch.testing.assert_close(batched[i, : len(completions[i])], torch.tensor(expected), atol=1e-5, rtol=0)
             assert (batched[i, len(completions[i]) :] == 0).all()
-        scored[crop_column] = batched
     # the loss distils from the positive view (scored here by the shared-prefix path, the default)
-    torch.testing.assert_close(batch["teacher_logps"], scored["crop"], atol=1e-5, rtol=0)
-    assert not torch.equal(scored["crop"], scored["negative_crop"])
+    torch.testing.assert_close(batch["teacher_logps"], scored[0][0], atol=1e-5, rtol=0)
+    assert not torch.equal(scored[0][0], scored[1][0])
+
+
+@pytest.mark.parametrize("teacher_scoring", ["shared_prefix", "per_sequence"])
+@pytest.mark.parametrize("ids", ["one id for both", "no id column"])
+def test_two_questions_about_one_image_are_replayed_with_their_own_prompts(
+    tiny_models, tmp_path, dataset, teacher_scoring, ids
+):
+    """Groups come from the sampler, not from ids: two questions sharing an id (e.g. an image id) stay apart."""
+    first = dict(dataset[0], id="image-0")
+    second = dict(first, prompt=[{"role": "user", "content": "How many shapes touch the left edge of the image?"}])
+    data = Dataset.from_list([first, second], features=dataset.features)
+    if ids == "no id column":
+        data = data.remove_columns("id")
+    trainer = make_trainer(
+        tiny_models, tmp_path, data, num_generations=2, max_steps=1, teacher_scoring=teacher_scoring
+    )
+    recorded = []
+    generate = trainer._generate_and_score_completions
+
+    def record(inputs):
+        rows = copy.deepcopy(inputs)
+        recorded.append((rows, generate(inputs)))
+        return recorded[-1][1]
+
+    trainer._generate_and_score_completions = record
+    trainer.train()
+    ((rows, batch),) = recorded
+    questions = [row["prompt"][0]["content"] for row in rows]
+    assert questions[0] == questions[1] != questions[2] == questions[3]  # the two prompts, each G = 2 times
+
+    teacher, processor = load(tiny_models[1])
+    completions = completions_of(batch)
+    pos = torch.zeros_like(batch["teacher_logps"])
+    neg = torch.zeros_like(batch["teacher_logps"])
+    for i, row in enumerate(rows):
+        expected = reference_logps(teacher, processor, teacher_view(row, "crop"), completions[i])
+        pos[i, : len(completions[i])] = torch.tensor(expected)
+        expected = reference_logps(teacher, processor, teacher_view(row, "negative_crop"), completions[i])
+        neg[i, : len(completions[i])] = torch.tensor(expected)
+    torch.testing.assert_close(batch["teacher_logps"], pos, atol=1e-5, rtol=0)
+    # the gates, from both views (tolerance as in `test_gates_follow_the_paper_from_both_views`)
+    expected = evidence_weights(evidence_scores(pos, neg, batch["completion_mask"]), num_generations=2)
+    torch.testing.assert_close(batch["evidence_weights"], expected, atol=2e-3, rtol=0)
 
 
 def test_first_completion_token_is_scored_after_the_full_teacher_prompt(tiny_models, tmp_path, dataset):

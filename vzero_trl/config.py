@@ -47,17 +47,18 @@ class VZeroConfig(DistillationConfig):
         teacher_scoring (`str`, *optional*, defaults to `"shared_prefix"`):
             `"shared_prefix"`: each prompt's image and question are run through the teacher once, and both views and
             all rollouts continue from that state (one full-image encoding per prompt instead of `2G`; Qwen3.5
-            teachers). `"naive"`: every rollout is scored under each view as its own sequence (any teacher; the
-            reference the shared path is tested against).
+            teachers). `"per_sequence"`: every rollout is scored under each view as its own sequence (any teacher; the
+            reference the shared path is tested against). `"naive"` is the old name of `"per_sequence"`, still accepted.
         student_scoring (`str`, *optional*, defaults to `"shared_prefix"`):
             The student's training forward. `"shared_prefix"`: the rollouts of one prompt in a micro-batch continue
             from a single run of its image and question, with gradients flowing back through the shared part (one
             full-image encoding and one prefix per prompt instead of one per rollout; Qwen3.5 students). Works with
             non-reentrant activation checkpointing (the default): each checkpointed layer replays against the cache
             as it was. Micro-batches keep each prompt's rollouts together instead of shuffling them; with one
-            optimizer step per generation batch the summed gradient is the same. Falls back to `"naive"` with a
-            warning for other model types and under reentrant checkpointing. `"naive"`: every rollout is its own
-            `[prompt | completion]` sequence (the reference the shared path is tested against).
+            optimizer step per generation batch the summed gradient is the same. Falls back to `"per_sequence"` with
+            a warning for other model types and under reentrant checkpointing. `"per_sequence"`: every rollout is its
+            own `[prompt | completion]` sequence (the reference the shared path is tested against). `"naive"` is the
+            old name of `"per_sequence"`, still accepted.
 
         > Parameters that control the evidence gate
 
@@ -130,15 +131,19 @@ class VZeroConfig(DistillationConfig):
         default=None,
         metadata={"help": "Rollouts per teacher forward pass. Defaults to per_device_train_batch_size."},
     )
-    teacher_scoring: Literal["shared_prefix", "naive"] = field(
+    teacher_scoring: Literal["shared_prefix", "per_sequence", "naive"] = field(
         default="shared_prefix",
-        metadata={"help": "'shared_prefix' (each prompt's prefix run once; Qwen3.5 teachers) or 'naive' (reference)."},
+        metadata={
+            "help": "'shared_prefix' (each prompt's prefix run once; Qwen3.5 teachers) or 'per_sequence' (every "
+            "rollout alone; the reference). 'naive' is the old name of 'per_sequence'."
+        },
     )
-    student_scoring: Literal["shared_prefix", "naive"] = field(
+    student_scoring: Literal["shared_prefix", "per_sequence", "naive"] = field(
         default="shared_prefix",
         metadata={
             "help": "'shared_prefix' (each prompt run once in the student's training forward, gradients through it; "
-            "Qwen3.5 students) or 'naive' (reference)."
+            "Qwen3.5 students) or 'per_sequence' (every rollout alone; the reference). 'naive' is the old name of "
+            "'per_sequence'."
         },
     )
 
@@ -184,14 +189,28 @@ class VZeroConfig(DistillationConfig):
         metadata={"help": "Clamp of the detached sampled log-ratio (official code: 10). Sampled-token loss only."},
     )
 
+    @property
+    def crop_columns(self) -> list[str]:
+        """The evidence columns training reads: the positive crop, and the negative crop unless gating is off."""
+        return [self.crop_column] + ([self.negative_crop_column] if self.evidence_alpha > 0 else [])
+
+    @property
+    def reentrant_checkpointing(self) -> bool:
+        """Whether activation checkpointing is on and reentrant (the student's shared-prefix forward needs it off)."""
+        kwargs = (self.activation_checkpointing_kwargs, self.gradient_checkpointing_kwargs)
+        return bool(self.activation_checkpointing) and any((k or {}).get("use_reentrant") for k in kwargs)
+
     def __post_init__(self):
         super().__post_init__()
         self.num_generations_eval = self.num_generations_eval or self.num_generations
         _check_choice("evidence_std", self.evidence_std, ("population", "sample"))
         _check_choice("loss_type", self.loss_type, ("sampled_token", "full_reverse_kl"))
         _check_choice("loss_aggregation", self.loss_aggregation, ("sequence", "token"))
-        _check_choice("teacher_scoring", self.teacher_scoring, ("shared_prefix", "naive"))
-        _check_choice("student_scoring", self.student_scoring, ("shared_prefix", "naive"))
+        # "naive" is the old name of "per_sequence": accepted, and stored under the new name.
+        self.teacher_scoring = "per_sequence" if self.teacher_scoring == "naive" else self.teacher_scoring
+        self.student_scoring = "per_sequence" if self.student_scoring == "naive" else self.student_scoring
+        _check_choice("teacher_scoring", self.teacher_scoring, ("shared_prefix", "per_sequence"))
+        _check_choice("student_scoring", self.student_scoring, ("shared_prefix", "per_sequence"))
 
         if self.num_generations < 1 or self.num_generations_eval < 1:
             raise ValueError(

@@ -5,15 +5,51 @@ the negative crop (an equal-size region away from the target). Per token, the ev
 per rollout, the score is the mean gap over completion tokens (eq. 18); within each prompt's group of `G` sibling
 rollouts the scores are standardised (eq. 19) and mapped to a detached gate `w = clip(1 + alpha * a, w_min, w_max)`
 (eq. 20, with the official code's `alpha` knob). Groups are contiguous rows: rows `[k * G, (k + 1) * G)` are the `G`
-rollouts of prompt `k`, which is how the trainer's sampler lays them out.
+rollouts of prompt `k`, which is how the trainer's sampler lays them out. [`rollout_groups`] states that layout once as
+data, a group index per row, which the trainer hands to the teacher replay and the student's shared-prefix forward; no
+code finds groups by comparing ids, prompts or pixels.
 
 Nothing here knows about models, ranks or configs: the trainer gathers scores across processes before calling
-[`evidence_weights`] so that a group split over ranks is still normalised as one group.
+[`evidence_weights`] so that a group split over ranks is still normalised as one group, and sums the per-process
+[`evidence_token_sums`] before [`evidence_metrics`] turns them into the logged `evidence/*` values.
 """
 
 from typing import Literal
 
 import torch
+
+
+def rollout_groups(num_rows: int, num_generations: int, first_row: int = 0, device=None) -> torch.Tensor:
+    """
+    Group index of each row, from the sampler's layout: row `r` of the gathered generation batch is a rollout of prompt
+    `r // num_generations`.
+
+    Args:
+        num_rows (`int`):
+            Number of rows `B` (this process's rows).
+        num_generations (`int`):
+            Group size `G`.
+        first_row (`int`, *optional*, defaults to `0`):
+            Position of the first row in the gathered batch (`process_index * B`): a group may straddle processes.
+        device (*optional*):
+            Device of the result.
+
+    Returns:
+        `torch.Tensor`: long tensor of shape `(B,)`, non-decreasing.
+    """
+    rows = torch.arange(first_row, first_row + num_rows, device=device)
+    return torch.div(rows, num_generations, rounding_mode="floor")
+
+
+def group_slices(group_index: torch.Tensor) -> list[slice]:
+    """
+    The runs of equal group index `(B,)` as slices, in order: `[4, 4, 5, 5, 5]` gives `[slice(0, 2), slice(2, 5)]`.
+    """
+    slices, start = [], 0
+    for count in torch.unique_consecutive(group_index, return_counts=True)[1].tolist():
+        slices.append(slice(start, start + count))
+        start += count
+    return slices
 
 
 def evidence_scores(
@@ -144,3 +180,77 @@ def _grouped(values: torch.Tensor, num_generations: int) -> torch.Tensor:
             "must contribute exactly `num_generations` contiguous rollouts."
         )
     return values.reshape(-1, num_generations)
+
+
+def evidence_token_sums(pos_logps: torch.Tensor, neg_logps: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
+    """
+    Token-level sums behind the `evidence/*` metrics: `[number of valid tokens, sum of pos_logps, sum of neg_logps, sum
+    of the gap pos - neg, number of positive gaps]` over the valid tokens. Summed over processes, they give the means of
+    the whole generation batch.
+
+    Args:
+        pos_logps (`torch.Tensor`):
+            Positive-view teacher log-probabilities `(B, C)`.
+        neg_logps (`torch.Tensor`, *optional*):
+            Negative-view teacher log-probabilities `(B, C)`; `None` when gating is off (its sums are then 0).
+        mask (`torch.Tensor`):
+            Completion mask `(B, C)`.
+
+    Returns:
+        `torch.Tensor`: float32 tensor of shape `(5,)`.
+    """
+    valid = mask.bool()
+    pos = pos_logps[valid].float()
+    neg = neg_logps[valid].float() if neg_logps is not None else torch.zeros_like(pos)
+    gap = pos - neg
+    sums = [valid.sum(), pos.sum(), neg.sum(), gap.sum(), (gap > 0).sum()]
+    return torch.stack([value.float() for value in sums])
+
+
+def evidence_metrics(
+    token_sums: torch.Tensor,
+    weights: torch.Tensor,
+    scores: torch.Tensor | None,
+    num_generations: int,
+    w_min: float,
+    w_max: float,
+) -> dict[str, float]:
+    """
+    The logged `evidence/*` metrics of one generation batch.
+
+    Args:
+        token_sums (`torch.Tensor`):
+            [`evidence_token_sums`] of the whole batch (summed over processes), shape `(5,)`.
+        weights (`torch.Tensor`):
+            Gates of every rollout of the batch `(N,)`.
+        scores (`torch.Tensor`, *optional*):
+            Evidence scores of every rollout `(N,)`, grouped contiguously; `None` when gating is off, which leaves out
+            the metrics of the negative view.
+        num_generations (`int`):
+            Group size `G`.
+        w_min (`float`), w_max (`float`):
+            The gate's clip bounds.
+
+    Returns:
+        `dict[str, float]`: metric name to value.
+    """
+    num_tokens, pos_sum, neg_sum, gap_sum, num_positive = token_sums.unbind()
+    num_tokens = num_tokens.clamp(min=1)
+    metrics = {
+        "evidence/teacher_pos_logp_mean": pos_sum / num_tokens,
+        "evidence/weight_mean": weights.mean(),
+        "evidence/weight_min": weights.min(),
+        "evidence/weight_max": weights.max(),
+        "evidence/weight_at_min_frac": (weights <= w_min).float().mean(),
+        "evidence/weight_at_max_frac": (weights >= w_max).float().mean(),
+    }
+    if scores is not None:
+        metrics |= {
+            "evidence/teacher_neg_logp_mean": neg_sum / num_tokens,
+            "evidence/delta_mean": gap_sum / num_tokens,
+            "evidence/delta_pos_frac": num_positive / num_tokens,
+            "evidence/score_mean": scores.mean(),
+            "evidence/score_std": scores.std(correction=0),
+            "evidence/zero_std_group_frac": constant_groups(scores, num_generations).float().mean(),
+        }
+    return {key: value.item() for key, value in metrics.items()}

@@ -67,11 +67,11 @@ def completion_logps(
             weight,
             bias,
             completion_ids[valid],
-            temperature,
-            VOCAB_CHUNK_SIZE,
-            None,
-            1.0,
-            outputs,
+            temperature=temperature,
+            chunk_size=VOCAB_CHUNK_SIZE,
+            final_logit_softcapping=None,
+            logit_scale=1.0,
+            outputs=outputs,
         )
     zeros = torch.zeros(valid.shape, dtype=torch.float32, device=hidden_states.device)
     per_token_logps = zeros.masked_scatter(valid, logps.float())
@@ -120,8 +120,8 @@ def completion_reverse_kl(
         teacher_hidden,
         teacher_weight,
         teacher_bias,
-        1.0,  # beta = 1 selects the reverse KL
-        temperature,
+        beta=1.0,  # selects the reverse KL
+        temperature=temperature,
     )
     zeros = torch.zeros(valid.shape, dtype=torch.float32, device=student_hidden_states.device)
     return zeros.masked_scatter(valid, divergence.float()), zeros.masked_scatter(valid, entropy.detach().float())

@@ -22,7 +22,10 @@ The student's training forward (`student_hidden_shared`) is the same tree with o
 once, its cache is forked `G` ways and the rollouts continue from it, so the backward sums every rollout's gradient
 into the one prompt pass. That needs cache layers whose updates stay on the autograd graph
 (`DifferentiableLinearAttentionLayer`) and, under activation checkpointing, replays that see the cache as it was
-(`replayable_checkpointing`).
+(`replayable_checkpointing`). `student_hidden_grouped` runs it over a micro-batch: it unpads each group's prompt and
+finds each row's images, the groups handed in as data (`vzero_trl.gating.group_slices`).
+
+The teacher side is called through `vzero_trl.replay`, which builds the views and picks the strategy.
 """
 
 import copy
@@ -37,8 +40,23 @@ from .scoring import completion_logps
 
 
 # Model types verified to give the same log-probabilities as scoring each sequence alone (Qwen3-VL and the MoE variants
-# share the interface but are not covered by the tests yet: use `teacher_scoring="naive"` for them).
+# share the interface but are not covered by the tests yet: use `teacher_scoring="per_sequence"` for them).
 SUPPORTED_MODEL_TYPES = ("qwen3_5",)
+
+
+def unsupported_reason(model_type: str, reentrant_checkpointing: bool = False) -> str | None:
+    """
+    Why the shared-prefix path cannot run a model, or `None` when it can: the model type must be verified, and a
+    training forward (the student's) needs non-reentrant activation checkpointing, see [`replayable_checkpointing`].
+    """
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        return f"it is verified for {list(SUPPORTED_MODEL_TYPES)} models, not {model_type!r}"
+    if reentrant_checkpointing:
+        return (
+            "it needs non-reentrant activation checkpointing (set `use_reentrant: false` in "
+            "`activation_checkpointing_kwargs`; TRL forces reentrant for PEFT with DeepSpeed ZeRO-3)"
+        )
+    return None
 
 
 def image_runs(input_ids: torch.Tensor, image_token_id: int) -> list[tuple[int, int]]:
@@ -319,3 +337,52 @@ def student_hidden_shared(
             use_cache=True,
         )
     return torch.cat([states, out.last_hidden_state], dim=1)
+
+
+def student_hidden_grouped(
+    backbone: torch.nn.Module, batch: dict[str, torch.Tensor], groups: list[slice], image_token_id: int
+) -> torch.Tensor:
+    """
+    The student's hidden states at the completion positions of a micro-batch, each group of rollouts continuing from one
+    pass over its prompt ([`student_hidden_shared`]). A group's prompt is its first row's, without the left padding.
+
+    Args:
+        backbone (`torch.nn.Module`):
+            The student's multimodal backbone (no `lm_head`).
+        batch (`dict`):
+            The micro-batch as the trainer holds it: `prompt_ids` and `prompt_mask` `(B, P)` (left padded),
+            `completion_ids` and `completion_mask` `(B, C)`, `mm_token_type_ids` `(B, P + C)`, and the rows' images in
+            row order, `image_grid_thw` `(I, 3)` and `pixel_values`.
+        groups (`list[slice]`):
+            Runs of rows that are rollouts of one prompt, covering the batch in order
+            ([`~vzero_trl.gating.group_slices`]).
+        image_token_id (`int`):
+            The image placeholder token, which tells how many images each row's prompt holds.
+
+    Returns:
+        `torch.Tensor`: hidden states `(B, C, H)`, gradients flowing into each group's one prompt pass.
+    """
+    completion_ids, completion_mask = batch["completion_ids"], batch["completion_mask"]
+    group_starts = {group.start for group in groups}
+    prompts = {}  # first row of each group -> its unpadded prompt and its images
+    image_start = pixel_start = 0
+    for row in range(completion_ids.size(0)):  # every row, to find where each row's images start
+        keep = batch["prompt_mask"][row].bool()
+        ids = batch["prompt_ids"][row, keep]
+        grid = batch["image_grid_thw"][image_start : image_start + len(image_runs(ids, image_token_id))]
+        num_pixels = int(grid.prod(-1).sum())
+        if row in group_starts:
+            prompts[row] = {
+                "input_ids": ids[None],
+                "mm_token_type_ids": batch["mm_token_type_ids"][row, : keep.size(0)][keep][None],
+                "image_grid_thw": grid,
+                "pixel_values": batch["pixel_values"][pixel_start : pixel_start + num_pixels],
+            }
+        image_start += grid.size(0)
+        pixel_start += num_pixels
+    return torch.cat(
+        [
+            student_hidden_shared(backbone, prompts[group.start], completion_ids[group], completion_mask[group])
+            for group in groups
+        ]
+    )

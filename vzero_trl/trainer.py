@@ -4,6 +4,7 @@ import math
 import os
 import textwrap
 from collections import deque
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +12,14 @@ import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
 from torch.utils.data import DataLoader, Sampler
-from transformers import PreTrainedModel, ProcessorMixin, TrainerCallback, is_trackio_available, is_wandb_available
-from transformers.utils import is_rich_available, logging
+from transformers import PreTrainedModel, ProcessorMixin, TrainerCallback, is_wandb_available
+from transformers.utils import logging
 from trl import DistillationTrainer
 from trl.extras.profiling import profiling_context
 from trl.trainer.utils import (
     RepeatSampler,
     get_config_model_id,
     get_trackio_space_url,
-    print_prompt_completions_sample,
     repeat_iterable_dataset,
     split_pixel_values_by_grid,
     split_tensor_dict,
@@ -28,34 +28,26 @@ from trl.trainer.utils import (
 
 from . import processors  # noqa: F401  (lets AutoProcessor load the torchvision-free processor of the tiny models)
 from .card import build_model_card
+from .completions_table import log_completions_table
 from .config import VZeroConfig
-from .gating import constant_groups, evidence_scores, evidence_weights
+from .gating import (
+    evidence_metrics,
+    evidence_scores,
+    evidence_token_sums,
+    evidence_weights,
+    group_slices,
+    rollout_groups,
+)
 from .losses import sampled_token_loss, weighted_aggregate
+from .replay import MULTIMODAL_KEYS, replay_teacher
 from .scoring import completion_logps, completion_reverse_kl
-from .shared_prefix import SUPPORTED_MODEL_TYPES, image_runs, score_views_shared, student_hidden_shared
-from .views import (
-    check_dataset_columns,
-    check_row,
-    same_example,
-    student_messages,
-    teacher_messages,
-    truncate_at_tokens,
-)
+from .shared_prefix import student_hidden_grouped, unsupported_reason
+from .views import check_dataset_columns, check_row, truncate_at_tokens
 
 
-# Model inputs that the processor returns besides the token ids and that `_get_last_hidden_state` accepts.
-MULTIMODAL_KEYS = (
-    "pixel_values",
-    "image_grid_thw",
-    "pixel_attention_mask",
-    "spatial_shapes",
-    "image_sizes",
-    "token_type_ids",
-    "mm_token_type_ids",
-    "image_position_ids",
-)
-# Per-token type ids are aligned with the prompt, so they are extended with zeros over the completion.
-TOKEN_TYPE_KEYS = ("token_type_ids", "mm_token_type_ids")
+if is_wandb_available():
+    import wandb
+
 logger = logging.get_logger(__name__)
 
 # Config attributes naming vision placeholder tokens, which the student must never sample.
@@ -74,8 +66,11 @@ class VZeroTrainer(DistillationTrainer):
     Differences from [`~trl.DistillationTrainer`]:
 
     - samplers and loaders repeat each prompt `num_generations` times, contiguously (train and eval);
-    - `_generate_and_score_completions` also scores both teacher views and computes the gates once per generation
-      batch, over whole groups gathered from all processes;
+    - `_generate_and_score_completions` also replays the rollouts under both teacher views ([`vzero_trl.replay`])
+      and computes the gates once per generation batch, over whole groups gathered from all processes; each row's
+      group comes from the sampler's layout once ([`vzero_trl.gating.rollout_groups`]) and travels with the row
+      (`group_index`);
+    - `_prepare_inputs` keeps each prompt's rollouts together in the micro-batches for the shared-prefix student;
     - `_compute_loss` computes the gated loss from the student's sampled-token log-probabilities (or the gated full
       reverse KL), normalised so that gradient accumulation and data parallelism give the same update as one batch;
     - `_generate_single_turn` sends each prompt once with `n = num_generations` to a vLLM server, and never lets a
@@ -84,20 +79,7 @@ class VZeroTrainer(DistillationTrainer):
     - `create_model_card` writes an image-text-to-text card with the teacher and the V-Zero hyper-parameters;
     - `log` adds each rollout's gate and evidence score to the completions table (`log_completions=True`).
 
-    Example:
-
-    ```python
-    >>> from vzero_trl import VZeroConfig, VZeroTrainer
-    >>> from vzero_trl.synthetic import make_dataset
-
-    >>> trainer = VZeroTrainer(
-    ...     model="Qwen/Qwen3.5-4B",
-    ...     teacher_model="Qwen/Qwen3.5-27B",
-    ...     args=VZeroConfig(output_dir="vzero-4b", num_generations=8, per_device_train_batch_size=8),
-    ...     train_dataset=make_dataset(256),
-    ... )
-    >>> trainer.train()
-    ```
+    The README's "Training from Python" shows it at work, and its "Layout" walks a row through the modules it calls.
 
     Args:
         model (`str`, [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
@@ -155,9 +137,8 @@ class VZeroTrainer(DistillationTrainer):
             raise TypeError(f"`args` must be a VZeroConfig, got {type(args).__name__}.")
         if teacher_model is None:
             raise ValueError("V-Zero needs a local `teacher_model` to replay the rollouts under both evidence views.")
-        self._crop_columns = [args.crop_column] + ([args.negative_crop_column] if args.evidence_alpha > 0 else [])
-        check_dataset_columns(train_dataset, self._crop_columns, "train_dataset")
-        check_dataset_columns(eval_dataset, self._crop_columns, "eval_dataset")
+        check_dataset_columns(train_dataset, args.crop_columns, "train_dataset")
+        check_dataset_columns(eval_dataset, args.crop_columns, "eval_dataset")
 
         super().__init__(
             model=model,
@@ -182,31 +163,19 @@ class VZeroTrainer(DistillationTrainer):
                 "left-padded prompts. Load it with `AutoProcessor.from_pretrained(..., padding_side='left')`."
             )
 
-        teacher_type = self.accelerator.unwrap_model(self.teacher_model).config.model_type
-        if args.teacher_scoring == "shared_prefix" and teacher_type not in SUPPORTED_MODEL_TYPES:
+        teacher_config = self.accelerator.unwrap_model(self.teacher_model).config
+        reason = unsupported_reason(teacher_config.model_type)
+        if args.teacher_scoring == "shared_prefix" and reason is not None:
             raise ValueError(
-                f"teacher_scoring='shared_prefix' is verified for {list(SUPPORTED_MODEL_TYPES)} teachers, got a "
-                f"{teacher_type!r} teacher. Set `teacher_scoring='naive'` to score every rollout as its own sequence."
+                f"teacher_scoring='shared_prefix' cannot score this teacher: {reason}. Set "
+                "`teacher_scoring='per_sequence'` to score every rollout as its own sequence."
             )
-
-        self._student_shared = args.student_scoring == "shared_prefix"
         student_config = self.accelerator.unwrap_model(self.model).config
-        student_type = student_config.model_type
-        reentrant = any(
-            (kwargs or {}).get("use_reentrant")
-            for kwargs in (args.activation_checkpointing_kwargs, args.gradient_checkpointing_kwargs)
-        )
-        if self._student_shared and (
-            student_type not in SUPPORTED_MODEL_TYPES or args.activation_checkpointing and reentrant
-        ):
-            reason = (
-                f"it is verified for {list(SUPPORTED_MODEL_TYPES)} students, not {student_type!r}"
-                if student_type not in SUPPORTED_MODEL_TYPES
-                else "it needs non-reentrant activation checkpointing (set `use_reentrant: false` in "
-                "`activation_checkpointing_kwargs`; TRL forces reentrant for PEFT with DeepSpeed ZeRO-3)"
-            )
-            logger.warning(f"student_scoring='shared_prefix' falls back to 'naive': {reason}.")
-            self._student_shared = False
+        # Read after `super().__init__`, which may force reentrant checkpointing (PEFT with DeepSpeed ZeRO-3).
+        reason = unsupported_reason(student_config.model_type, args.reentrant_checkpointing)
+        self._student_shared = args.student_scoring == "shared_prefix" and reason is None
+        if args.student_scoring == "shared_prefix" and reason is not None:
+            logger.warning(f"student_scoring='shared_prefix' falls back to 'per_sequence': {reason}.")
 
         config = student_config.to_dict()
         self._vision_token_ids = {config[name] for name in VISION_TOKEN_ATTRIBUTES if config.get(name) is not None}
@@ -219,12 +188,15 @@ class VZeroTrainer(DistillationTrainer):
         self._logs["evidence_score"] = deque(maxlen=self._logs["prompt"].maxlen)
 
     def _set_signature_columns_if_needed(self):
-        # Keep the evidence columns (and `id`, used in error messages) if `remove_unused_columns` is turned on.
+        # As `trl.DistillationTrainer._set_signature_columns_if_needed` (TRL 1.16), plus the evidence columns (and `id`,
+        # used in error messages) if `remove_unused_columns` is turned on.
         if self._signature_columns is None:
-            self._signature_columns = ["prompt", "image", "images", "id", *self._crop_columns]
+            self._signature_columns = ["prompt", "image", "images", "id", *self.args.crop_columns]
 
     # Grouped sampling: each prompt appears `num_generations` times in a row, so rows [k * G, (k + 1) * G) of the
-    # gathered generation batch are one prompt's rollouts, whichever process generated them.
+    # gathered generation batch are one prompt's rollouts, whichever process generated them (`rollout_groups`). The
+    # samplers and loaders below mirror `trl.DistillationTrainer`'s `_get_train_sampler`, `_get_eval_sampler`,
+    # `get_train_dataloader` and `get_eval_dataloader` (TRL 1.16) with `mini_repeat_count = num_generations`.
 
     def _generation_batch_size(self) -> int:
         return (
@@ -268,10 +240,8 @@ class VZeroTrainer(DistillationTrainer):
         )
 
     def get_eval_dataloader(self, eval_dataset: str | Dataset | IterableDataset | None = None) -> DataLoader:
-        if isinstance(eval_dataset, str):
-            dataset = self.eval_dataset[eval_dataset]
-        else:
-            dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        dataset = self.eval_dataset[eval_dataset] if isinstance(eval_dataset, str) else dataset
         if not isinstance(dataset, IterableDataset):
             return super().get_eval_dataloader(eval_dataset)  # map-style: grouping comes from `_get_eval_sampler`
         dataset = repeat_iterable_dataset(
@@ -293,7 +263,19 @@ class VZeroTrainer(DistillationTrainer):
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, has_tool_images=False):
         mode = "train" if self.model.training else "eval"
         if self.use_vllm and self.vllm_mode == "server":
-            completion_ids = self._generate_with_vllm_server(prompt_ids, images, mode)
+            # Mirrors the vLLM branch of `trl.DistillationTrainer._generate_single_turn` (TRL 1.16), but the rows hold
+            # each prompt `num_generations` times in a row, so the server gets every prompt (and its image features)
+            # once with `n = num_generations`, instead of `num_generations` separate requests.
+            if self.state.global_step != self._last_loaded_step:
+                with profiling_context(self, "sync_weights"):
+                    self.vllm_generation.sync_weights()
+                self._last_loaded_step = self.state.global_step
+            _, completion_ids, _, _ = self.vllm_generation.generate(
+                prompts=prompt_ids,
+                images=images,
+                num_generations=self.args.num_generations if mode == "train" else self.args.num_generations_eval,
+                profiler=profiling_context(self, "vLLM.generate"),
+            )
         else:  # transformers, or colocated vLLM (one completion per repeated row)
             completion_ids = super()._generate_single_turn(prompt_ids, images, multimodal_fields, has_tool_images)
         # Generation suppresses vision tokens, but vLLM ignores the transformers suppression list.
@@ -306,28 +288,14 @@ class VZeroTrainer(DistillationTrainer):
         )
         return completion_ids
 
-    def _generate_with_vllm_server(self, prompt_ids: list[list[int]], images, mode: str) -> list[list[int]]:
-        # The gathered rows hold each prompt `num_generations` times in a row, so the server gets every prompt (and its
-        # image features) once with `n = num_generations`, instead of `num_generations` separate requests.
-        if self.state.global_step != self._last_loaded_step:
-            with profiling_context(self, "sync_weights"):
-                self.vllm_generation.sync_weights()
-            self._last_loaded_step = self.state.global_step
-        _, completion_ids, _, _ = self.vllm_generation.generate(
-            prompts=prompt_ids,
-            images=images,
-            num_generations=self.args.num_generations if mode == "train" else self.args.num_generations_eval,
-            profiler=profiling_context(self, "vLLM.generate"),
-        )
-        return completion_ids
-
     def _prepare_inputs(self, generation_batch: dict[str, Any]) -> dict[str, Any]:
         if not (self.model.training and self._student_shared):
             return super()._prepare_inputs(generation_batch)
-        # As the base class, but the generation batch is split into micro-batches in order, without shuffling, so that
-        # each prompt's rollouts stay together and share one prefix run in `_student_hidden_states`. The optimizer
-        # steps once per generation batch and the loss is normalised by the batch-wide counts, so the summed gradient
-        # does not depend on how the rows are dealt into micro-batches.
+        # Mirrors the training branch of `trl.DistillationTrainer._prepare_inputs` (TRL 1.16) without its
+        # `shuffle_sequence_dict`: the micro-batches take the generation batch's rows in order, so each prompt's
+        # rollouts stay together and share one prompt pass in the student's forward. The optimizer steps once per
+        # generation batch and the loss is normalised by batch-wide counts, so the summed gradient does not depend on
+        # how the rows are dealt into micro-batches.
         accumulation = self.args.gradient_accumulation_steps
         if self._step % accumulation == 0 or self._buffered_inputs is None:
             batch = split_pixel_values_by_grid(self._generate_and_score_completions(generation_batch))
@@ -337,203 +305,81 @@ class VZeroTrainer(DistillationTrainer):
         return self._buffered_inputs[self._step % accumulation]
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        # The walk of a batch of rows: check them, let the base class build the student prompts and generate, replay
+        # the rollouts under both teacher views, gate, and hand the loss its inputs.
+        args = self.args
         for index, row in enumerate(inputs):
-            check_row(row, self._crop_columns, index)
+            check_row(row, args.crop_columns, index)
         output = super()._generate_and_score_completions(inputs)
 
         mode = "train" if self.model.training else "eval"
-        num_generations = self.args.num_generations if mode == "train" else self.args.num_generations_eval
+        num_generations = args.num_generations if mode == "train" else args.num_generations_eval
         completion_ids, mask = output["completion_ids"], output["completion_mask"]
-        prompts = [student_messages(row) for row in inputs]
-        keep_hidden = self.args.loss_type == "full_reverse_kl"
+        device, local_rows = completion_ids.device, len(inputs)
+        first_row = self.accelerator.process_index * local_rows  # this process's rows in the gathered batch
+        group_index = rollout_groups(local_rows, num_generations, first_row, device)
 
-        crop_columns = [self.args.crop_column]
-        if self.args.evidence_alpha > 0:  # with gating off the negative view is never scored
-            crop_columns.append(self.args.negative_crop_column)
-        scored = self._score_teacher_views(inputs, prompts, crop_columns, completion_ids, mask, keep_hidden)
+        teacher = self.accelerator.unwrap_model(self.teacher_model)
+        self.teacher_model.eval()
+        keep_hidden = args.loss_type == "full_reverse_kl"
+        scored = replay_teacher(
+            teacher,
+            self.processing_class,
+            inputs,
+            group_slices(group_index),
+            completion_ids,
+            mask,
+            args.crop_columns,
+            strategy=args.teacher_scoring,
+            crop_prefix=args.teacher_crop_prefix,
+            crop_suffix=args.teacher_crop_suffix,
+            chat_template_kwargs=self.chat_template_kwargs,
+            temperature=self.temperature,
+            rows_per_forward=args.teacher_batch_size or args.per_device_train_batch_size,
+            keep_hidden=keep_hidden,
+            forward=partial(self._forward_redirection, self.teacher_model, teacher),
+        )
         (pos_logps, pos_hidden), neg_logps = scored[0], scored[1][0] if len(scored) > 1 else None
-        local_rows = len(inputs)
-        if neg_logps is not None:
-            scores = evidence_scores(pos_logps, neg_logps, mask, gamma=self.args.evidence_gamma)
-            # The gate needs whole groups, which may straddle processes: gather, gate, keep this process's rows.
-            all_scores = self.accelerator.gather(scores)
+
+        # The gate needs whole groups, which may straddle processes: gather, gate, keep this process's rows.
+        all_scores = None
+        if neg_logps is None:  # plain on-policy distillation from the positive view
+            all_weights = self.accelerator.gather(torch.ones(local_rows, device=device))
+        else:
+            all_scores = self.accelerator.gather(
+                evidence_scores(pos_logps, neg_logps, mask, gamma=args.evidence_gamma)
+            )
             all_weights = evidence_weights(
                 all_scores,
                 num_generations,
-                alpha=self.args.evidence_alpha,
-                w_min=self.args.evidence_weight_min,
-                w_max=self.args.evidence_weight_max,
-                eps=self.args.evidence_eps,
-                std=self.args.evidence_std,
-            )
-            start = self.accelerator.process_index * local_rows
-            weights = all_weights[start : start + local_rows]
-        else:  # plain on-policy distillation from the positive view
-            all_scores = None
-            weights = torch.ones(local_rows, device=pos_logps.device)
-            all_weights = self.accelerator.gather(weights)
-        self._log_evidence_metrics(mode, mask, pos_logps, neg_logps, all_scores, all_weights, num_generations)
-        if self.log_completions:  # gathered in the same order as the base class's prompts and completions
-            self._logs["gate"].extend(all_weights.tolist())
-            self._logs["evidence_score"].extend(
-                all_scores.tolist() if all_scores is not None else [math.nan] * len(all_weights)
+                alpha=args.evidence_alpha,
+                w_min=args.evidence_weight_min,
+                w_max=args.evidence_weight_max,
+                eps=args.evidence_eps,
+                std=args.evidence_std,
             )
 
+        sums = self.accelerator.gather(evidence_token_sums(pos_logps, neg_logps, mask)).view(-1, 5).sum(0)
+        bounds = (args.evidence_weight_min, args.evidence_weight_max)
+        for key, value in evidence_metrics(sums, all_weights, all_scores, num_generations, *bounds).items():
+            self._metrics[mode][key].append(value)
+        if self.log_completions:  # gathered in the same order as the base class's prompts and completions
+            self._logs["gate"].extend(all_weights.tolist())
+            scores = all_scores.tolist() if all_scores is not None else [math.nan] * len(all_weights)
+            self._logs["evidence_score"].extend(scores)
+
         output["teacher_logps"] = pos_logps
-        output["evidence_weights"] = weights
-        output["num_sequences_in_batch"] = self.accelerator.gather(
-            torch.tensor(local_rows, device=pos_logps.device)
-        ).sum()
+        output["evidence_weights"] = all_weights[first_row : first_row + local_rows]
+        output["group_index"] = group_index
+        output["num_sequences_in_batch"] = self.accelerator.gather(torch.tensor(local_rows, device=device)).sum()
         if keep_hidden:
             output["teacher_hidden_states"] = pos_hidden
         return output
 
-    def _score_teacher_views(
-        self,
-        rows: list[dict[str, Any]],
-        prompts: list[list[dict[str, Any]]],
-        crop_columns: list[str],
-        completion_ids: torch.Tensor,
-        completion_mask: torch.Tensor,
-        keep_hidden: bool,
-    ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-        """
-        Teacher log-probabilities `(B, C)` of the rollouts under the view of each crop column (and the first view's
-        hidden states `(B, C, H_t)` if `keep_hidden`), by `teacher_scoring`: shared-prefix or naive.
-        """
-        if self.args.teacher_scoring == "naive":
-            return [
-                self._score_teacher_view(
-                    prompts, [row[column] for row in rows], completion_ids, completion_mask, keep_hidden and i == 0
-                )
-                for i, column in enumerate(crop_columns)
-            ]
-        teacher = self.accelerator.unwrap_model(self.teacher_model)
-        self.teacher_model.eval()
-        results = [([], []) for _ in crop_columns]
-        start = 0
-        while start < len(rows):  # one run of copies of the same example at a time
-            end = start + 1
-            while end < len(rows) and same_example(rows[start], rows[end], crop_columns):
-                end += 1
-            views = [self._teacher_view_inputs([prompts[start]], [rows[start][column]]) for column in crop_columns]
-            scored = self._forward_redirection(
-                self.teacher_model,
-                teacher,
-                score_views_shared,
-                teacher.base_model,
-                teacher.get_output_embeddings(),
-                views,
-                completion_ids[start:end],
-                completion_mask[start:end],
-                image_token_id=teacher.config.image_token_id,
-                temperature=self.temperature,
-                rows_per_forward=self.args.teacher_batch_size or self.args.per_device_train_batch_size,
-                keep_hidden=keep_hidden,
-            )
-            for (logps, hidden), (all_logps, all_hidden) in zip(scored, results, strict=True):
-                all_logps.append(logps)
-                all_hidden.append(hidden)
-            start = end
-        return [
-            (torch.cat(logps), torch.cat(hidden) if keep_hidden and i == 0 else None)
-            for i, (logps, hidden) in enumerate(results)
-        ]
-
-    def _teacher_view_inputs(self, prompts: list[list[dict[str, Any]]], crops: list) -> dict[str, torch.Tensor]:
-        # One processor call for the rows' teacher view: left padded, ids and pixels that agree with each other.
-        messages = [
-            teacher_messages(prompt, crop, self.args.teacher_crop_prefix, self.args.teacher_crop_suffix)
-            for prompt, crop in zip(prompts, crops, strict=True)
-        ]
-        return self.processing_class.apply_chat_template(
-            messages,
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=True,
-            return_tensors="pt",
-            processor_kwargs={"padding": True},
-            **self.chat_template_kwargs,
-        ).to(self.accelerator.device)
-
-    @torch.no_grad()
-    def _score_teacher_view(
-        self,
-        prompts: list[list[dict[str, Any]]],
-        crops: list,
-        completion_ids: torch.Tensor,
-        completion_mask: torch.Tensor,
-        keep_hidden: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """
-        Teacher log-probabilities `(B, C)` of the rollouts under one evidence view, and optionally the teacher's hidden
-        states `(B, C, H_t)`. Each chunk of `teacher_batch_size` rows is tokenised with one processor call (left padded,
-        so `[teacher prompt | completion]` puts every completion token at the same position as in the student's
-        sequence, counted from the right) and never holds more than its own pixels.
-        """
-        self.teacher_model.eval()
-        teacher = self.accelerator.unwrap_model(self.teacher_model)
-        chunk = self.args.teacher_batch_size or self.args.per_device_train_batch_size
-        num_completion_tokens = completion_ids.size(1)
-        logps, hidden = [], []
-        for start in range(0, len(prompts), chunk):
-            rows = slice(start, start + chunk)
-            view = self._teacher_view_inputs(prompts[rows], crops[rows])
-            extra = {key: view[key] for key in MULTIMODAL_KEYS if key in view}
-            for key in TOKEN_TYPE_KEYS:
-                if key in extra:
-                    extra[key] = torch.cat([extra[key], extra[key].new_zeros(completion_ids[rows].shape)], dim=1)
-            hidden_states = self._forward_redirection(
-                self.teacher_model,
-                teacher,
-                self._get_last_hidden_state,
-                teacher,
-                torch.cat([view["input_ids"], completion_ids[rows]], dim=1),
-                torch.cat([view["attention_mask"], completion_mask[rows]], dim=1),
-                num_completion_tokens,
-                **extra,
-            )
-            chunk_logps, _ = completion_logps(
-                hidden_states,
-                teacher.get_output_embeddings(),
-                completion_ids[rows],
-                completion_mask[rows],
-                self.temperature,
-            )
-            logps.append(chunk_logps)
-            if keep_hidden:
-                hidden.append(hidden_states)
-        return torch.cat(logps), (torch.cat(hidden) if keep_hidden else None)
-
-    def _log_evidence_metrics(self, mode, mask, pos_logps, neg_logps, all_scores, all_weights, num_generations):
-        gather = self.accelerator.gather
-        metrics = self._metrics[mode]
-        valid = mask.bool()
-        num_tokens = gather(valid.sum()).sum().clamp(min=1)
-        metrics["evidence/teacher_pos_logp_mean"].append((gather(pos_logps[valid].sum()).sum() / num_tokens).item())
-        metrics["evidence/weight_mean"].append(all_weights.mean().item())
-        metrics["evidence/weight_min"].append(all_weights.min().item())
-        metrics["evidence/weight_max"].append(all_weights.max().item())
-        metrics["evidence/weight_at_min_frac"].append(
-            (all_weights <= self.args.evidence_weight_min).float().mean().item()
-        )
-        metrics["evidence/weight_at_max_frac"].append(
-            (all_weights >= self.args.evidence_weight_max).float().mean().item()
-        )
-        if neg_logps is None:
-            return
-        gap = (pos_logps - neg_logps)[valid]
-        metrics["evidence/teacher_neg_logp_mean"].append((gather(neg_logps[valid].sum()).sum() / num_tokens).item())
-        metrics["evidence/delta_mean"].append((gather(gap.sum()).sum() / num_tokens).item())
-        metrics["evidence/delta_pos_frac"].append((gather((gap > 0).sum()).sum() / num_tokens).item())
-        metrics["evidence/score_mean"].append(all_scores.mean().item())
-        metrics["evidence/score_std"].append(all_scores.std(correction=0).item())
-        zero_std = constant_groups(all_scores, num_generations).float().mean()
-        metrics["evidence/zero_std_group_frac"].append(zero_std.item())
-
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        # Reduced here, outside the DDP-wrapped forward where `_compute_loss` runs, as the base class does for entropy.
+        # Reduced here, outside the DDP-wrapped forward where `_compute_loss` runs, as the entropy is in
+        # `trl.DistillationTrainer.compute_loss` (TRL 1.16).
         kl_sum, num_tokens = self._reverse_kl_stats
         kl_sum = self.accelerator.gather_for_metrics(kl_sum).sum()
         num_tokens = self.accelerator.gather_for_metrics(num_tokens).sum()
@@ -541,58 +387,20 @@ class VZeroTrainer(DistillationTrainer):
         self._metrics[mode]["distillation/reverse_kl"].append((kl_sum / num_tokens.clamp(min=1)).item())
         return result
 
-    def _student_hidden_states(self, student, inputs: dict[str, Any]) -> torch.Tensor:
-        """
-        The student's hidden states `(B, C, H)` at the completion positions of a micro-batch, by `student_scoring`:
-        each row as its own `[prompt | completion]` sequence, or each run of rows with the same prompt (ids and
-        pixels) continuing from one pass over that prompt.
-        """
+    def _compute_loss(self, unwrapped_student, inputs, num_items_in_batch):
         completion_ids, mask = inputs["completion_ids"], inputs["completion_mask"]
-        if not self._student_shared:
-            return self._get_last_hidden_state(
-                student,
+        if self._student_shared:  # each group of rollouts continues from one pass over its prompt
+            model = unwrapped_student.base_model.model if is_peft_model(unwrapped_student) else unwrapped_student
+            groups = group_slices(inputs["group_index"])
+            hidden_states = student_hidden_grouped(model.base_model, inputs, groups, model.config.image_token_id)
+        else:  # every rollout as its own [prompt | completion] sequence, as `trl.DistillationTrainer._compute_loss`
+            hidden_states = self._get_last_hidden_state(
+                unwrapped_student,
                 torch.cat([inputs["prompt_ids"], completion_ids], dim=1),
                 torch.cat([inputs["prompt_mask"], mask], dim=1),
                 completion_ids.size(1),
                 **{key: inputs[key] for key in MULTIMODAL_KEYS if key in inputs},
             )
-        model = student.base_model.model if is_peft_model(student) else student
-        image_token_id = model.config.image_token_id
-        prompts = []  # per row: its unpadded prompt and its images
-        image_start = pixel_start = 0
-        for row in range(completion_ids.size(0)):
-            keep = inputs["prompt_mask"][row].bool()
-            ids = inputs["prompt_ids"][row, keep]
-            grid = inputs["image_grid_thw"][image_start : image_start + len(image_runs(ids, image_token_id))]
-            num_pixels = int(grid.prod(-1).sum())
-            prompts.append(
-                {
-                    "input_ids": ids[None],
-                    "mm_token_type_ids": inputs["mm_token_type_ids"][row, : keep.size(0)][keep][None],
-                    "image_grid_thw": grid,
-                    "pixel_values": inputs["pixel_values"][pixel_start : pixel_start + num_pixels],
-                }
-            )
-            image_start += grid.size(0)
-            pixel_start += num_pixels
-        hidden, start = [], 0
-        while start < len(prompts):  # one run of rows sharing a prompt at a time
-            end = start + 1
-            while end < len(prompts) and all(
-                prompts[end][key].shape == prompts[start][key].shape
-                and torch.equal(prompts[end][key], prompts[start][key])
-                for key in prompts[start]
-            ):
-                end += 1
-            hidden.append(
-                student_hidden_shared(model.base_model, prompts[start], completion_ids[start:end], mask[start:end])
-            )
-            start = end
-        return torch.cat(hidden)
-
-    def _compute_loss(self, unwrapped_student, inputs, num_items_in_batch):
-        completion_ids, mask = inputs["completion_ids"], inputs["completion_mask"]
-        hidden_states = self._student_hidden_states(unwrapped_student, inputs)
         lm_head = unwrapped_student.get_output_embeddings()
 
         # The base `compute_loss` passes the generation batch's token count divided by the number of processes; a
@@ -639,11 +447,7 @@ class VZeroTrainer(DistillationTrainer):
         if not self.is_world_process_zero():
             return
         tags = {tags} if isinstance(tags, str) else set(tags or [])
-        wandb_url = None
-        if is_wandb_available():
-            import wandb
-
-            wandb_url = wandb.run.url if wandb.run is not None else None
+        wandb_url = wandb.run.url if is_wandb_available() and wandb.run is not None else None
         card = build_model_card(
             args=self.args,
             model_name=model_name or Path(self.args.output_dir).name,
@@ -660,50 +464,18 @@ class VZeroTrainer(DistillationTrainer):
         card.save(os.path.join(self.args.output_dir, "README.md"))
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        # The base class writes a completions table without gates; write ours instead.
+        # `trl.DistillationTrainer.log` (TRL 1.16) writes a completions table without gates; write ours instead.
         log_completions, self.log_completions = self.log_completions, False
         try:
             super().log(logs, start_time)
         finally:
             self.log_completions = log_completions
         if self.accelerator.is_main_process and self.log_completions:
-            self._log_completions_table()
-
-    def _log_completions_table(self) -> None:
-        """Prompts, completions, gates and evidence scores of the latest generation batch: printed with rich, written
-        to `output_dir/completions/completions_<step>.parquet`, and logged as a table to wandb / trackio."""
-        import pandas as pd
-
-        step = self.state.global_step
-        table = pd.DataFrame(
-            {
-                "step": [step] * len(self._logs["prompt"]),
-                "prompt": list(self._logs["prompt"]),
-                "completion": list(self._logs["completion"]),
-                "gate": list(self._logs["gate"]),
-                "evidence_score": list(self._logs["evidence_score"]),
-            }
-        )
-        if is_rich_available():
-            print_prompt_completions_sample(
-                table["prompt"].tolist(),
-                table["completion"].tolist(),
-                {"gate": table["gate"].tolist(), "evidence_score": table["evidence_score"].tolist()},
-                None,
-                step,
+            log_completions_table(
+                {key: list(self._logs[key]) for key in ("prompt", "completion", "gate", "evidence_score")},
+                self.state.global_step,
+                self.args.output_dir,
                 self.num_completions_to_print,
+                self.log_unique_prompts,
+                self.args.report_to or [],
             )
-        os.makedirs(os.path.join(self.args.output_dir, "completions"), exist_ok=True)
-        table.to_parquet(os.path.join(self.args.output_dir, "completions", f"completions_{step:05d}.parquet"))
-        if self.log_unique_prompts:
-            table = table.drop_duplicates(subset=["prompt"])
-        report_to = self.args.report_to or []
-        if "wandb" in report_to and is_wandb_available():
-            import wandb
-
-            if wandb.run is not None:
-                wandb.log({"completions": wandb.Table(dataframe=table)})
-        if "trackio" in report_to and is_trackio_available():
-            import trackio
-
-            trackio.log({"completions": trackio.Table(dataframe=table)})

@@ -7,7 +7,7 @@ on the question-relevant region.
 
 Dataset schema (one row per prompt): `prompt` (conversational, one user turn with the question text), `image` (the full
 image; or `images`, a list), the positive crop and the negative crop (column names from the config); optional `bbox`,
-`answer` (evaluation only, never read by training) and `id`.
+`answer` (evaluation only, never read by training) and `id` (named in error messages; rows are never grouped by it).
 """
 
 import copy
@@ -136,28 +136,6 @@ def check_row(row: dict[str, Any], crop_columns: Iterable[str], index: int) -> N
                 f"{where}: column {column!r} must hold a PIL image, got {type(value).__name__}. Store images in an "
                 f"`datasets.Image()` column (cast paths or bytes with `cast_column`) and drop rows without one."
             )
-
-
-def same_example(a: dict[str, Any], b: dict[str, Any], image_columns: Iterable[str]) -> bool:
-    """
-    Whether two rows are copies of one dataset example (the trainer's sampler repeats each prompt `num_generations`
-    times in a row): the same `id` when both have one, otherwise the same prompt and pixel-identical images in
-    `image_columns` (and `image` / `images`).
-    """
-    if "id" in a and "id" in b:
-        return a["id"] == b["id"]
-    if a["prompt"] != b["prompt"]:
-        return False
-    columns = ["images" if "images" in a else "image", *image_columns]
-    for column in columns:
-        first = a[column] if isinstance(a[column], list) else [a[column]]
-        second = b[column] if isinstance(b[column], list) else [b[column]]
-        if len(first) != len(second) or any(
-            x.size != y.size or x.mode != y.mode or x.tobytes() != y.tobytes()
-            for x, y in zip(first, second, strict=True)
-        ):
-            return False
-    return True
 
 
 def truncate_at_tokens(completions: list[list[int]], stop_ids: set[int], fill_id: int) -> tuple[list[list[int]], int]:
