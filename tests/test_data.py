@@ -541,3 +541,62 @@ def test_script_pushes_to_a_hub_and_load_dataset_returns_identical_rows(fake_hub
     import pickle
 
     assert pickle.loads(dumped.read_bytes()) == decoded(datasets.load_from_disk(str(out / "dataset")))
+
+
+# --- issue 13: sources and rows that used to give wrong results or crash -------------------------------------------------
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture
+def jsonl_source(tmp_path):
+    """Eight good rows as JSON Lines pointing at PNG files."""
+    (tmp_path / "img").mkdir()
+    rows = []
+    for i in range(8):
+        example = make_example(i, seed=4)
+        example["image"].save(tmp_path / "img" / f"{i}.png")
+        rows.append({"image": f"{i}.png", "question": "What color?", "bbox": example["bbox"], "answer": "A"})
+    return tmp_path, rows
+
+
+def jsonl_config(root, **overrides):
+    settings = dict(dataset=str(root / "rows.jsonl"), output_dir=str(root / "out"), image_dir=str(root / "img"))
+    settings.update(overrides)
+    return PrepareConfig(**settings)
+
+
+def test_exif_rotated_jpeg_is_stored_upright_and_its_box_and_crop_agree(tmp_path):
+    # Stored 120x80 with tag 6 ("rotate 90 degrees clockwise to display"): `datasets` decodes it as 80x120, and the box
+    # is given in that upright frame. The stored image, the box and the crop must all be in it.
+    stored = make_example(0, seed=2, canvas_size=(120, 80))["image"]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (tmp_path / "img").mkdir()
+    stored.save(tmp_path / "img" / "rotated.jpg", quality=95, exif=exif)
+    box = [10, 70, 40, 100]  # lies outside the stored 120x80 grid: only valid upright
+    write_jsonl(tmp_path / "rows.jsonl", [{"image": "rotated.jpg", "question": "What color?", "bbox": box}])
+    summary = prepare(jsonl_config(tmp_path, negative_factor=1))
+    assert (summary["kept"], summary["rejected"]) == (1, 0)
+    row = datasets.load_from_disk(str(tmp_path / "out" / "dataset"))[0]
+    upright = Image.open(tmp_path / "img" / "rotated.jpg").transpose(Image.Transpose.ROTATE_270).convert("RGB")
+    assert row["image"].size == (80, 120) and row["bbox"] == box
+    assert np.array_equal(np.asarray(row["image"]), np.asarray(upright))
+    assert np.array_equal(np.asarray(row["crop"]), np.asarray(row["image"].crop(box)))
+
+
+def test_rgb_png_with_a_colour_key_is_stored_as_its_crops_see_it(tmp_path):
+    # An RGB PNG whose tRNS chunk makes (0, 0, 0) transparent: the crops are composited onto white, so the stored
+    # image must show white there too, not the black its original bytes decode to.
+    image = np.full((80, 80, 3), 200, np.uint8)
+    image[10:30, 10:30] = 0
+    (tmp_path / "img").mkdir()
+    Image.fromarray(image).save(tmp_path / "img" / "key.png", transparency=(0, 0, 0))
+    write_jsonl(tmp_path / "rows.jsonl", [{"image": "key.png", "question": "What color?", "bbox": [5, 5, 35, 35]}])
+    prepare(jsonl_config(tmp_path, negative_factor=1))
+    row = datasets.load_from_disk(str(tmp_path / "out" / "dataset"))[0]
+    assert np.asarray(row["image"].convert("RGB"))[20, 20].tolist() == [255, 255, 255]
+    assert np.array_equal(np.asarray(row["crop"]), np.asarray(row["image"].convert("RGB").crop((5, 5, 35, 35))))

@@ -15,6 +15,9 @@ A row that cannot be converted raises [`RejectedRow`] with a machine-readable `r
 goes on. Reasons: `missing_field`, `missing_image`, `unreadable_image`, `image_too_large`, `unsupported_image`,
 `multiple_images`, `empty_question`, `bad_bbox`, `empty_bbox`, `bbox_outside_image`, `bbox_too_small`,
 `bbox_too_large`, `no_room_for_negative`, `student_prompt_too_long`, `teacher_prompt_too_long`.
+
+Boxes are read in the frame of the upright image: an EXIF orientation tag is applied first ([`~vzero_trl.images`]), as
+`datasets` and image viewers apply it, and the stored image is that upright image.
 """
 
 import functools
@@ -29,7 +32,7 @@ from typing import Any, Literal
 from PIL import Image
 
 from .crops import Box, NoRoomForNegative, crop_image, expand_box, negative_crop, random_box
-from .images import DEFAULT_MAX_IMAGE_PIXELS, BadImage, encoded_bytes, load_image
+from .images import DEFAULT_MAX_IMAGE_PIXELS, BadImage, encoded_bytes, exif_orientation, load_image
 from .views import TEACHER_CROP_PREFIX, TEACHER_CROP_SUFFIX, student_messages, teacher_messages
 
 
@@ -353,12 +356,20 @@ def convert_row(row: dict[str, Any], index: int, config: PrepareConfig) -> dict[
 
 def encode_image(image: Image.Image, source_bytes: bytes | None = None) -> dict[str, Any]:
     """
-    An image as a `datasets.Image()` value `{"bytes", "path": None}`: the source file's own bytes when it is already an
-    RGB JPEG, PNG or WebP (nothing was converted, so nothing is lost and photos stay compact), otherwise lossless PNG.
+    An image as a `datasets.Image()` value `{"bytes", "path": None}`: the source file's own bytes when they decode to
+    exactly `image` (an RGB JPEG, PNG or WebP, upright, without a transparent colour key: nothing was converted, so
+    nothing is lost and photos stay compact), otherwise lossless PNG. An EXIF-rotated or colour-keyed source is
+    re-encoded, since its bytes would decode rotated or with black where `image` has white.
     """
     if source_bytes is not None:
         with Image.open(io.BytesIO(source_bytes)) as source:
-            if source.format in ("JPEG", "PNG", "WEBP") and source.mode == "RGB" and source.size == image.size:
+            if (
+                source.format in ("JPEG", "PNG", "WEBP")
+                and source.mode == "RGB"
+                and source.size == image.size
+                and not source.has_transparency_data
+                and exif_orientation(source) == 1
+            ):
                 return {"bytes": source_bytes, "path": None}
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
