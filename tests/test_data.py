@@ -600,3 +600,29 @@ def test_rgb_png_with_a_colour_key_is_stored_as_its_crops_see_it(tmp_path):
     row = datasets.load_from_disk(str(tmp_path / "out" / "dataset"))[0]
     assert np.asarray(row["image"].convert("RGB"))[20, 20].tolist() == [255, 255, 255]
     assert np.array_equal(np.asarray(row["crop"]), np.asarray(row["image"].convert("RGB").crop((5, 5, 35, 35))))
+
+
+def test_extreme_aspect_ratios_are_rejected_with_a_reason_even_with_token_limits(tiny_processor_dir):
+    image = make_example(0, seed=1, canvas_size=(1000, 1000))["image"]
+    row = {"image": image, "question": "What color?", "bbox": [10, 10, 460, 12]}  # a 450x2 box
+    limits = dict(processor=str(tiny_processor_dir), max_student_tokens=10**6, max_teacher_tokens=10**6)
+    for config in (PrepareConfig(dataset="x", output_dir="y"), PrepareConfig(dataset="x", output_dir="y", **limits)):
+        with pytest.raises(RejectedRow, match=r"positive crop 450x2 has an aspect ratio of 225.0:1") as error:
+            convert_row(row, 0, config)
+        assert error.value.reason == "extreme_aspect_ratio"
+    wide = {"image": Image.new("RGB", (1000, 4)), "question": "What color?", "bbox": [0, 0, 4, 4]}
+    with pytest.raises(RejectedRow, match=r"image 1000x4 has an aspect ratio of 250.0:1"):
+        convert_row(wide, 0, PrepareConfig(dataset="x", output_dir="y"))
+    convert_row(row, 0, PrepareConfig(dataset="x", output_dir="y", crop_min_side=3))  # 450x3: 150:1 is fine
+
+
+@pytest.mark.parametrize("fmt", ["xyxy", "xywh"])
+def test_normalised_boxes_read_as_pixels_are_rejected_saying_which_format_to_use(fmt):
+    with pytest.raises(RejectedRow, match="bbox_format='xyxy_norm'") as error:
+        parse_bbox([0.1, 0.2, 0.5, 0.6], (640, 480), fmt)
+    assert error.value.reason == "normalised_bbox"
+
+
+def test_crop_margin_error_names_the_value():
+    with pytest.raises(ValueError, match=r"`crop_margin` must be >= 0, got -0.5"):
+        PrepareConfig(dataset="x", output_dir="y", crop_margin=-0.5)

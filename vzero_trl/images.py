@@ -36,6 +36,9 @@ Reason = Literal["missing_image", "unreadable_image", "image_too_large", "unsupp
 # so that, with PIL's defaults, this number and not PIL's decides. A 16384^2 default would be cut by PIL anyway.
 DEFAULT_MAX_IMAGE_PIXELS = 12288 * 12288
 
+# Longest over shortest side that vision processors accept: Qwen-VL's `smart_resize` raises beyond 200.
+MAX_ASPECT_RATIO = 200.0
+
 # 8-bit modes left to PIL's `convert("RGB")`/`convert("RGBA")` (CMYK, YCbCr, LAB, HSV use its colour formulas).
 _PIL_MODES = {"1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "LA", "PA", "RGBA", "RGBa"}
 _HIGH_BIT_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
