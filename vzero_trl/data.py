@@ -15,7 +15,7 @@ A row that cannot be converted raises [`RejectedRow`] with a machine-readable `r
 goes on. Reasons: `missing_field`, `missing_image`, `unreadable_image`, `image_too_large`, `unsupported_image`,
 `multiple_images`, `empty_question`, `bad_bbox`, `normalised_bbox`, `empty_bbox`, `bbox_outside_image`,
 `bbox_too_small`, `bbox_too_large`, `extreme_aspect_ratio`, `no_room_for_negative`, `student_prompt_too_long`,
-`teacher_prompt_too_long`.
+`teacher_prompt_too_long`; the pipeline adds `malformed_line` and `duplicate_id` ([`~vzero_trl.prepare.convert_shard`]).
 
 Boxes are read in the frame of the upright image: an EXIF orientation tag is applied first ([`~vzero_trl.images`]), as
 `datasets` and image viewers apply it, and the stored image is that upright image.
@@ -99,7 +99,8 @@ class PrepareConfig:
         crop_column (`str`, *optional*, defaults to `"crop"`):
             Ready-made positive crop, for `source_format="crop"`.
         id_column (`str`, *optional*):
-            Row id column. Without it a row's id is `"<split>-<index>"`, its position in the source split.
+            Row id column. Without it a row's id is `"<split>-<index>"`, its position in the source split. Ids must be
+            unique: a row whose id an earlier row has is rejected (`duplicate_id`).
 
         > Evidence crops
 
