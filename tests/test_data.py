@@ -4,6 +4,7 @@ import io
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import datasets
@@ -527,6 +528,12 @@ def test_script_pushes_to_a_hub_and_load_dataset_returns_identical_rows(fake_hub
     assert "dataset_info:" in metadata and "configs:" in metadata  # what push_to_hub wrote is kept
     assert "license: apache-2.0" in metadata and "- v-zero" in metadata
     assert stored["rejects.jsonl"] == (out / "rejects.jsonl").read_bytes()
+    assert 'datasets.load_dataset("user/vzero-mixed", split="train")' in card
+    # No local path reaches the Hub: the source and output folder are named by their last component only.
+    for public in (card, stored["summary.json"].decode()):
+        assert str(tmp_path) not in public and str(mixed_source.parent) not in public
+    assert "built from `mixed.parquet`" in card
+    assert json.loads(stored["summary.json"])["settings"]["output_dir"] == "out"
 
     dumped = tmp_path / "loaded.pkl"
     run_with_hub(
@@ -776,3 +783,14 @@ def test_killing_the_main_process_stops_its_workers(zwz, tmp_path):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_the_local_card_load_hint_works_and_the_card_hides_absolute_paths(zwz, tmp_path):
+    prepare(zwz_config(zwz, tmp_path))
+    card = (tmp_path / "out" / "README.md").read_text()
+    hint = re.search(r"`dataset = (datasets\.load_from_disk\(\"[^\"]+\"\))`", card.replace("\n", " "))
+    assert len(eval(hint.group(1), {"datasets": datasets})) == 6
+    settings = card.split("## Settings")[1]
+    assert str(tmp_path) not in settings and str(zwz) not in settings
+    assert "dataset: train.parquet" in settings and "clean_image_dir: original_images" in settings
+    assert "built from `train.parquet`" in card

@@ -30,7 +30,7 @@ from typing import Any
 import datasets
 from tqdm.auto import tqdm
 
-from .card import build_dataset_card
+from .card import build_dataset_card, public_settings
 from .data import PrepareConfig, RejectedRow, convert_row, row_id
 
 
@@ -300,7 +300,7 @@ def _assemble(output_dir: Path, num_shards: int, num_rows: int, config: PrepareC
         "vzero_trl_version": version("vzero_trl"),
     }
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    build_dataset_card(summary, config.hub_dataset_id or output_dir.name).save(output_dir / "README.md")
+    build_dataset_card(summary).save(output_dir / "README.md")  # the local folder's card; `publish` writes the Hub's
     return summary
 
 
@@ -344,7 +344,7 @@ def _check_settings_unchanged(output_dir: Path, config: PrepareConfig, fingerpri
 def publish(config: PrepareConfig, summary: dict[str, Any]) -> None:
     """
     Push the assembled dataset to `config.hub_dataset_id`, then its card (keeping the metadata `push_to_hub` wrote),
-    `rejects.jsonl` and `summary.json`.
+    `rejects.jsonl` and `summary.json`, whose local paths are cut to their last component as in the card.
     """
     from huggingface_hub import DatasetCard, HfApi
 
@@ -354,10 +354,17 @@ def publish(config: PrepareConfig, summary: dict[str, Any]) -> None:
     datasets.load_from_disk(str(output_dir / "dataset")).push_to_hub(repo_id, private=config.hub_private)
     card = build_dataset_card(summary, repo_id, existing=DatasetCard.load(repo_id, repo_type="dataset"))
     card.save(output_dir / "README.md")
+    settings = public_settings(summary["settings"])
+    public_summary = {**summary, "source": settings["dataset"], "settings": settings}
+    files = {
+        "README.md": (output_dir / "README.md").read_bytes(),
+        "rejects.jsonl": (output_dir / "rejects.jsonl").read_bytes(),
+        "summary.json": (json.dumps(public_summary, indent=2) + "\n").encode(),
+    }
     api = HfApi()
-    for name in ("README.md", "rejects.jsonl", "summary.json"):
+    for name, data in files.items():
         api.upload_file(
-            path_or_fileobj=output_dir / name,
+            path_or_fileobj=data,
             path_in_repo=name,
             repo_id=repo_id,
             repo_type="dataset",
