@@ -212,6 +212,7 @@ def test_exif_orientation_is_applied_as_datasets_applies_it(tmp_path, orientatio
     decoded = datasets.Image().decode_example({"path": None, "bytes": path.read_bytes()})
     assert _pixels(loaded) == _pixels(decoded.convert("RGB"))
     assert _pixels(load_image(Image.open(path))) == _pixels(loaded)  # a PIL input is turned upright too
+    assert _pixels(load_image(decoded)) == _pixels(loaded)  # and one `datasets` turned upright is not turned again
 
 
 # ---------------------------------------------------------------- rejects
