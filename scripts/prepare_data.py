@@ -12,9 +12,12 @@ Any dataset with an image, a question and a box:
         --push_to_hub --hub_dataset_id me/mine-vzero
 
 A rerun with the same settings resumes where an interrupted run stopped. `--limit 100` makes a quick trial. Bad rows
-are never fatal: they are listed in `output_dir/rejects.jsonl` and counted in the card. Every flag is a field of
-`vzero_trl.data.PrepareConfig`; `--config settings.yaml` reads them from a file.
+are never fatal: they are listed in `output_dir/rejects.jsonl` and counted in the card. The command fails (exit status
+1) only when no row at all was kept. Every flag is a field of `vzero_trl.data.PrepareConfig`; `--config settings.yaml`
+reads them from a file.
 """
+
+import sys
 
 from trl import TrlParser
 
@@ -24,9 +27,15 @@ from vzero_trl.prepare import prepare, publish
 
 def main(config: PrepareConfig) -> dict:
     summary = prepare(config)
+    reasons = ", ".join(f"{k}: {v}" for k, v in summary["rejected_by_reason"].items()) or "none"
+    if summary["kept"] == 0:
+        sys.exit(
+            f"Every one of the {summary['source_rows']} rows was rejected ({reasons}), so no dataset was written. "
+            f"{config.output_dir}/rejects.jsonl gives each row's reason; fix the source or the flags and run again."
+        )
     print(
         f"Kept {summary['kept']} of {summary['source_rows']} rows in {config.output_dir}/dataset; rejected "
-        f"{summary['rejected']} ({', '.join(f'{k}: {v}' for k, v in summary['rejected_by_reason'].items()) or 'none'})."
+        f"{summary['rejected']} ({reasons})."
     )
     if config.push_to_hub:
         publish(config, summary)

@@ -3,6 +3,8 @@
 import io
 import json
 import math
+import os
+import re
 from pathlib import Path
 
 import datasets
@@ -154,7 +156,7 @@ def test_row_seed_is_stable_and_distinct():
 
 def test_zwz_rows_become_v_zero_rows_with_exact_crops(zwz, tmp_path):
     config = zwz_config(zwz, tmp_path, random_crop=True)
-    source = load_source(config)
+    source, _ = load_source(config)
     for index in range(len(source)):
         row = convert_row(source[index], index, config)
         clean = Image.open(zwz / "original_images" / f"img_{index}.jpg").convert("RGB")
@@ -178,13 +180,13 @@ def test_zwz_without_clean_images_is_refused_unless_allowed(zwz, tmp_path):
     with pytest.raises(ValueError, match="red box burned in"):
         PrepareConfig(dataset="x", output_dir="y", source_format="zwz")
     config = zwz_config(zwz, tmp_path, clean_image_dir=None, allow_boxed_images=True)
-    row = convert_row(load_source(config)[0], 0, config)
+    row = convert_row(load_source(config)[0][0], 0, config)
     assert row["image"]["bytes"] == (zwz / "images" / "part1" / "img_0.jpg").read_bytes()
 
 
 def test_negative_crops_are_reproducible_and_follow_the_seed(zwz, tmp_path):
     config = zwz_config(zwz, tmp_path)
-    row = load_source(config)[1]
+    row = load_source(config)[0][1]
     first, again = convert_row(row, 1, config), convert_row(row, 1, config)
     other = convert_row(row, 1, zwz_config(zwz, tmp_path, seed=7))
     assert first["negative_crop"] == again["negative_crop"]
@@ -526,6 +528,12 @@ def test_script_pushes_to_a_hub_and_load_dataset_returns_identical_rows(fake_hub
     assert "dataset_info:" in metadata and "configs:" in metadata  # what push_to_hub wrote is kept
     assert "license: apache-2.0" in metadata and "- v-zero" in metadata
     assert stored["rejects.jsonl"] == (out / "rejects.jsonl").read_bytes()
+    assert 'datasets.load_dataset("user/vzero-mixed", split="train")' in card
+    # No local path reaches the Hub: the source and output folder are named by their last component only.
+    for public in (card, stored["summary.json"].decode()):
+        assert str(tmp_path) not in public and str(mixed_source.parent) not in public
+    assert "built from `mixed.parquet`" in card
+    assert json.loads(stored["summary.json"])["settings"]["output_dir"] == "out"
 
     dumped = tmp_path / "loaded.pkl"
     run_with_hub(
@@ -541,3 +549,248 @@ def test_script_pushes_to_a_hub_and_load_dataset_returns_identical_rows(fake_hub
     import pickle
 
     assert pickle.loads(dumped.read_bytes()) == decoded(datasets.load_from_disk(str(out / "dataset")))
+
+
+# --- issue 13: sources and rows that used to give wrong results or crash -------------------------------------------------
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture
+def jsonl_source(tmp_path):
+    """Eight good rows as JSON Lines pointing at PNG files."""
+    (tmp_path / "img").mkdir()
+    rows = []
+    for i in range(8):
+        example = make_example(i, seed=4)
+        example["image"].save(tmp_path / "img" / f"{i}.png")
+        rows.append({"image": f"{i}.png", "question": "What color?", "bbox": example["bbox"], "answer": "A"})
+    return tmp_path, rows
+
+
+def jsonl_config(root, **overrides):
+    settings = dict(dataset=str(root / "rows.jsonl"), output_dir=str(root / "out"), image_dir=str(root / "img"))
+    settings.update(overrides)
+    return PrepareConfig(**settings)
+
+
+def test_exif_rotated_jpeg_is_stored_upright_and_its_box_and_crop_agree(tmp_path):
+    # Stored 120x80 with tag 6 ("rotate 90 degrees clockwise to display"): `datasets` decodes it as 80x120, and the box
+    # is given in that upright frame. The stored image, the box and the crop must all be in it.
+    stored = make_example(0, seed=2, canvas_size=(120, 80))["image"]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (tmp_path / "img").mkdir()
+    stored.save(tmp_path / "img" / "rotated.jpg", quality=95, exif=exif)
+    box = [10, 70, 40, 100]  # lies outside the stored 120x80 grid: only valid upright
+    write_jsonl(tmp_path / "rows.jsonl", [{"image": "rotated.jpg", "question": "What color?", "bbox": box}])
+    summary = prepare(jsonl_config(tmp_path, negative_factor=1))
+    assert (summary["kept"], summary["rejected"]) == (1, 0)
+    row = datasets.load_from_disk(str(tmp_path / "out" / "dataset"))[0]
+    upright = Image.open(tmp_path / "img" / "rotated.jpg").transpose(Image.Transpose.ROTATE_270).convert("RGB")
+    assert row["image"].size == (80, 120) and row["bbox"] == box
+    assert np.array_equal(np.asarray(row["image"]), np.asarray(upright))
+    assert np.array_equal(np.asarray(row["crop"]), np.asarray(row["image"].crop(box)))
+
+
+def test_rgb_png_with_a_colour_key_is_stored_as_its_crops_see_it(tmp_path):
+    # An RGB PNG whose tRNS chunk makes (0, 0, 0) transparent: the crops are composited onto white, so the stored
+    # image must show white there too, not the black its original bytes decode to.
+    image = np.full((80, 80, 3), 200, np.uint8)
+    image[10:30, 10:30] = 0
+    (tmp_path / "img").mkdir()
+    Image.fromarray(image).save(tmp_path / "img" / "key.png", transparency=(0, 0, 0))
+    write_jsonl(tmp_path / "rows.jsonl", [{"image": "key.png", "question": "What color?", "bbox": [5, 5, 35, 35]}])
+    prepare(jsonl_config(tmp_path, negative_factor=1))
+    row = datasets.load_from_disk(str(tmp_path / "out" / "dataset"))[0]
+    assert np.asarray(row["image"].convert("RGB"))[20, 20].tolist() == [255, 255, 255]
+    assert np.array_equal(np.asarray(row["crop"]), np.asarray(row["image"].convert("RGB").crop((5, 5, 35, 35))))
+
+
+def test_extreme_aspect_ratios_are_rejected_with_a_reason_even_with_token_limits(tiny_processor_dir):
+    image = make_example(0, seed=1, canvas_size=(1000, 1000))["image"]
+    row = {"image": image, "question": "What color?", "bbox": [10, 10, 460, 12]}  # a 450x2 box
+    limits = dict(processor=str(tiny_processor_dir), max_student_tokens=10**6, max_teacher_tokens=10**6)
+    for config in (PrepareConfig(dataset="x", output_dir="y"), PrepareConfig(dataset="x", output_dir="y", **limits)):
+        with pytest.raises(RejectedRow, match=r"positive crop 450x2 has an aspect ratio of 225.0:1") as error:
+            convert_row(row, 0, config)
+        assert error.value.reason == "extreme_aspect_ratio"
+    wide = {"image": Image.new("RGB", (1000, 4)), "question": "What color?", "bbox": [0, 0, 4, 4]}
+    with pytest.raises(RejectedRow, match=r"image 1000x4 has an aspect ratio of 250.0:1"):
+        convert_row(wide, 0, PrepareConfig(dataset="x", output_dir="y"))
+    convert_row(row, 0, PrepareConfig(dataset="x", output_dir="y", crop_min_side=3))  # 450x3: 150:1 is fine
+
+
+@pytest.mark.parametrize("fmt", ["xyxy", "xywh"])
+def test_normalised_boxes_read_as_pixels_are_rejected_saying_which_format_to_use(fmt):
+    with pytest.raises(RejectedRow, match="bbox_format='xyxy_norm'") as error:
+        parse_bbox([0.1, 0.2, 0.5, 0.6], (640, 480), fmt)
+    assert error.value.reason == "normalised_bbox"
+
+
+def test_crop_margin_error_names_the_value():
+    with pytest.raises(ValueError, match=r"`crop_margin` must be >= 0, got -0.5"):
+        PrepareConfig(dataset="x", output_dir="y", crop_margin=-0.5)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_source_that_grew_since_the_last_run_is_refused_not_half_converted(jsonl_source, fmt):
+    root, rows = jsonl_source
+    path = root / f"rows.{fmt}"
+
+    def write(rows):
+        if fmt == "jsonl":
+            write_jsonl(path, rows)
+        else:
+            datasets.Dataset.from_list(rows).to_parquet(path)
+
+    write(rows[:6])
+    config = jsonl_config(root, dataset=str(path), shard_size=4)
+    assert prepare(config)["kept"] == 6
+    prepare(config)  # unchanged: reassembled as it was
+    write(rows)
+    with pytest.raises(ValueError, match=r"changed since .* 6 rows then, 8 now"):
+        prepare(config)
+    summary = prepare(jsonl_config(root, dataset=str(path), shard_size=4, output_dir=str(root / "fresh")))
+    assert summary["kept"] + summary["rejected"] == summary["source_rows"] == 8 and summary["kept"] == 8
+
+
+def test_each_malformed_jsonl_line_is_a_rejected_row_naming_its_line(jsonl_source):
+    root, rows = jsonl_source
+    good = [json.dumps(row) for row in rows[:3]]
+    lines = [
+        good[0],
+        "[1, 2, 3]",  # line 2: not an object
+        "",  # line 3: blank, not a row
+        good[1][: len(good[1]) // 2],  # line 4: cut short
+        '{"image": "2.png", "question": "What \\ud800 color?", "bbox": [1, 2, 30, 40]}',  # line 5: a lone surrogate
+        good[2],
+    ]
+    (root / "rows.jsonl").write_text("\n".join(lines) + "\n")
+    summary = prepare(jsonl_config(root))
+    assert (summary["source_rows"], summary["kept"], summary["rejected"]) == (5, 2, 3)
+    rejects = [json.loads(line) for line in (root / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["index"], r["reason"]) for r in rejects] == [(1, "malformed_line")] * 1 + [
+        (2, "malformed_line"),
+        (3, "malformed_line"),
+    ]
+    assert "rows.jsonl line 2 holds a JSON list, not an object" in rejects[0]["message"]
+    assert "rows.jsonl line 4 is not valid JSON" in rejects[1]["message"]
+    assert "rows.jsonl line 5 holds a string that is not valid Unicode" in rejects[2]["message"]
+    assert datasets.load_from_disk(str(root / "out" / "dataset"))["id"] == ["train-00000000", "train-00000004"]
+
+
+def test_an_empty_source_is_a_clear_error(tmp_path):
+    (tmp_path / "rows.jsonl").write_text("")
+    with pytest.raises(ValueError, match=r"rows.jsonl \(split 'train'\) has no rows: there is nothing to prepare"):
+        prepare(jsonl_config(tmp_path))
+
+
+def test_duplicate_ids_are_rejected_naming_the_first_row(jsonl_source):
+    root, rows = jsonl_source
+    for row, uid in zip(rows, ["a", "b", "a", "c", "b", "d", "e", "f"], strict=True):
+        row["uid"] = uid
+    write_jsonl(root / "rows.jsonl", rows)
+    summary = prepare(jsonl_config(root, id_column="uid", shard_size=3, num_proc=2))
+    rejects = [json.loads(line) for line in (root / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["index"], r["id"], r["reason"]) for r in rejects] == [
+        (2, "a", "duplicate_id"),
+        (4, "b", "duplicate_id"),
+    ]
+    assert "is already row 0's" in rejects[0]["message"] and "is already row 1's" in rejects[1]["message"]
+    assert (summary["kept"], summary["rejected"]) == (6, 2)
+
+
+def test_a_missing_id_column_is_an_error(zwz, tmp_path):
+    with pytest.raises(ValueError, match=r"`id_column` 'uid' is not a column of .*'problem'"):
+        prepare(zwz_config(zwz, tmp_path, id_column="uid"))
+
+
+def test_a_failed_first_run_does_not_block_the_corrected_command(zwz, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        prepare(zwz_config(zwz, tmp_path, dataset=str(zwz / "trian.parquet")))
+    assert prepare(zwz_config(zwz, tmp_path))["kept"] == 6
+
+
+def run_script(*args):
+    import subprocess
+    import sys
+
+    root = Path(__file__).parent.parent
+    command = [sys.executable, "scripts/prepare_data.py", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=str(root), timeout=300)
+
+
+def test_the_script_fails_with_the_reject_summary_when_every_row_is_rejected(zwz, tmp_path):
+    config = zwz_config(zwz, tmp_path, max_bbox_side=1)
+    flags = ["--source_format", "zwz", "--image_dir", config.image_dir, "--clean_image_dir", config.clean_image_dir]
+    result = run_script("--dataset", config.dataset, "--output_dir", config.output_dir, *flags, "--max_bbox_side", "1")
+    assert result.returncode == 1
+    assert "Every one of the 6 rows was rejected (bbox_too_large: 6), so no dataset was written" in result.stderr
+    assert "Kept" not in result.stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["kept"] + summary["rejected"] == summary["source_rows"] == 6
+
+
+def test_killing_the_main_process_stops_its_workers(zwz, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    config = zwz_config(zwz, tmp_path, num_proc=2, shard_size=1)
+    code = (
+        "import os, time\n"
+        "from vzero_trl import prepare\n"
+        "from vzero_trl.data import PrepareConfig\n"
+        "def stuck(row, index, config):\n"
+        f"    open(os.path.join({str(pids)!r}, str(os.getpid())), 'w').close()\n"
+        "    time.sleep(300)\n"
+        "prepare.convert_row = stuck\n"
+        f"prepare.prepare(PrepareConfig(**{ {k: v for k, v in vars(config).items()}!r}))\n"
+    )
+    main = subprocess.Popen([sys.executable, "-c", code], cwd=str(Path(__file__).parent.parent))
+    workers = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and time.monotonic() < deadline and main.poll() is None:
+            time.sleep(0.2)
+            workers = [int(p.name) for p in pids.iterdir()]
+        assert len(workers) == 2, "the workers never started"
+        main.send_signal(signal.SIGKILL)
+        main.wait()
+
+        def alive(pid):
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except FileNotFoundError:
+                return False
+            return state != "Z"
+
+        deadline = time.monotonic() + 15
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(alive(pid) for pid in workers)
+    finally:
+        main.kill()
+        for pid in workers:  # only the workers this test started, if the fix failed
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_the_local_card_load_hint_works_and_the_card_hides_absolute_paths(zwz, tmp_path):
+    prepare(zwz_config(zwz, tmp_path))
+    card = (tmp_path / "out" / "README.md").read_text()
+    hint = re.search(r"`dataset = (datasets\.load_from_disk\(\"[^\"]+\"\))`", card.replace("\n", " "))
+    assert len(eval(hint.group(1), {"datasets": datasets})) == 6
+    settings = card.split("## Settings")[1]
+    assert str(tmp_path) not in settings and str(zwz) not in settings
+    assert "dataset: train.parquet" in settings and "clean_image_dir: original_images" in settings
+    assert "built from `train.parquet`" in card

@@ -198,12 +198,21 @@ def test_unsupported_mode():
     assert info.value.reason == "unsupported_image" and "'La'" in str(info.value)
 
 
-def test_exif_orientation_is_not_applied(tmp_path):
+@pytest.mark.parametrize("orientation,transpose", [(6, Image.Transpose.ROTATE_270), (3, Image.Transpose.ROTATE_180)])
+def test_exif_orientation_is_applied_as_datasets_applies_it(tmp_path, orientation, transpose):
+    # Tag 6 is "rotate 90 degrees clockwise to display", tag 3 "rotate 180 degrees". The image must come out in the
+    # frame `datasets.Image` decodes it in, since boxes and crops are measured on it and training reads it from there.
     exif = Image.Exif()
-    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
-    path = tmp_path / "rotated.jpg"
-    _random_rgb(size=(40, 20)).save(path, exif=exif)
-    assert load_image(path).size == (40, 20)
+    exif[0x0112] = orientation
+    path = tmp_path / "rotated.png"
+    stored = _random_rgb(size=(40, 20))
+    stored.save(path, exif=exif)
+    loaded = load_image(path)
+    assert _pixels(loaded) == _pixels(stored.transpose(transpose))
+    decoded = datasets.Image().decode_example({"path": None, "bytes": path.read_bytes()})
+    assert _pixels(loaded) == _pixels(decoded.convert("RGB"))
+    assert _pixels(load_image(Image.open(path))) == _pixels(loaded)  # a PIL input is turned upright too
+    assert _pixels(load_image(decoded)) == _pixels(loaded)  # and one `datasets` turned upright is not turned again
 
 
 # ---------------------------------------------------------------- rejects

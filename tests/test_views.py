@@ -74,6 +74,18 @@ def test_check_row_accepts_a_good_row_and_names_bad_fields():
         check_row(row(prompt="What color?"), ["crop"], 0)
 
 
+def test_check_row_names_the_row_with_no_image_or_an_image_no_processor_can_resize():
+    example = row(images=[])
+    del example["image"]
+    with pytest.raises(ValueError, match=r"row id='r1': column 'images' must be a non-empty list of images, got \[\]"):
+        check_row(example, ["crop"], 0)
+    with pytest.raises(
+        ValueError, match=r"row id='r1': column 'crop' holds a 450x2 image, more elongated than the 200:1"
+    ):
+        check_row(row(crop=Image.new("RGB", (450, 2))), ["crop"], 0)
+    check_row(row(crop=Image.new("RGB", (400, 2))), ["crop"], 0)  # 200:1 is what Qwen-VL still accepts
+
+
 def test_check_dataset_columns():
     image = Image.new("RGB", (4, 4))
     good = (

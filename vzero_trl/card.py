@@ -5,6 +5,7 @@ import importlib.resources
 import os
 import re
 from importlib.metadata import version
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -164,15 +165,20 @@ def build_model_card(
     )
 
 
-def build_dataset_card(summary: dict[str, Any], repo_id: str, existing: DatasetCard | None = None) -> DatasetCard:
+def build_dataset_card(
+    summary: dict[str, Any], repo_id: str | None = None, existing: DatasetCard | None = None
+) -> DatasetCard:
     """
-    Render the card of a prepared V-Zero dataset from the pipeline's `summary` (counts, reasons, settings).
+    Render the card of a prepared V-Zero dataset from the pipeline's `summary` (counts, reasons, settings). Local paths
+    in the settings are shown by their last component only ([`public_settings`]), so a pushed card does not reveal the
+    machine's folders.
 
     Args:
         summary (`dict`):
             What [`~vzero_trl.prepare.prepare`] returns.
-        repo_id (`str`):
-            The dataset repository, used in the loading example.
+        repo_id (`str`, *optional*):
+            The dataset repository, used in the loading example. Without it the card describes the local folder, and
+            the example loads `output_dir/dataset` with `load_from_disk`.
         existing ([`~huggingface_hub.DatasetCard`], *optional*):
             The card `Dataset.push_to_hub` wrote; its metadata (features, splits, configs) is kept so the Hub still
             knows how to load the data.
@@ -180,21 +186,23 @@ def build_dataset_card(summary: dict[str, Any], repo_id: str, existing: DatasetC
     Returns:
         [`~huggingface_hub.DatasetCard`]: the card.
     """
-    settings = summary["settings"]
+    settings = public_settings(summary["settings"])
+    name = repo_id.split("/")[-1] if repo_id else settings["output_dir"]
     metadata = existing.data.to_dict() if existing is not None else {}
     metadata.update(
         license=settings["license"],
         tags=sorted(set(metadata.get("tags") or []) | {"v-zero", "vzero_trl", "vision-language", "trl"}),
         task_categories=["image-text-to-text"],
-        pretty_name=repo_id.split("/")[-1],
+        pretty_name=name,
     )
     template = importlib.resources.files("vzero_trl.model_cards") / "dataset_card.md"
     return DatasetCard.from_template(
         DatasetCardData(**{key: value for key, value in metadata.items() if value is not None}),
         template_str=template.read_text(),
-        pretty_name=repo_id.split("/")[-1],
+        pretty_name=name,
         repo_id=repo_id,
-        source=summary["source"],
+        local_dataset=str(Path(summary["settings"]["output_dir"], "dataset")),
+        source=settings["dataset"],
         split=summary["split"],
         source_rows=summary["source_rows"],
         kept=summary["kept"],
@@ -206,6 +214,23 @@ def build_dataset_card(summary: dict[str, Any], repo_id: str, existing: DatasetC
         vzero_trl_version=summary["vzero_trl_version"],
         **{key: settings[key] for key in _DATASET_CARD_SETTINGS},
     )
+
+
+# Settings that may name local files or folders.
+_PATH_SETTINGS = ("dataset", "output_dir", "image_dir", "clean_image_dir", "processor")
+
+
+def public_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """
+    Data-preparation settings fit to publish: a path setting that names an absolute path or an existing local file or
+    folder is reduced to its last component (`/home/me/zwz/train.parquet` -> `train.parquet`); Hub ids stay as they are.
+    """
+    public = dict(settings)
+    for key in _PATH_SETTINGS:
+        value = settings[key]
+        if value and (Path(value).is_absolute() or Path(value).exists()):
+            public[key] = Path(value).name
+    return public
 
 
 _DATASET_CARD_SETTINGS = (

@@ -13,8 +13,12 @@ Three source layouts (`PrepareConfig.source_format`):
 
 A row that cannot be converted raises [`RejectedRow`] with a machine-readable `reason`; the pipeline records it and
 goes on. Reasons: `missing_field`, `missing_image`, `unreadable_image`, `image_too_large`, `unsupported_image`,
-`multiple_images`, `empty_question`, `bad_bbox`, `empty_bbox`, `bbox_outside_image`, `bbox_too_small`,
-`bbox_too_large`, `no_room_for_negative`, `student_prompt_too_long`, `teacher_prompt_too_long`.
+`multiple_images`, `empty_question`, `bad_bbox`, `normalised_bbox`, `empty_bbox`, `bbox_outside_image`,
+`bbox_too_small`, `bbox_too_large`, `extreme_aspect_ratio`, `no_room_for_negative`, `student_prompt_too_long`,
+`teacher_prompt_too_long`; the pipeline adds `malformed_line` and `duplicate_id` ([`~vzero_trl.prepare.convert_shard`]).
+
+Boxes are read in the frame of the upright image: an EXIF orientation tag is applied first ([`~vzero_trl.images`]), as
+`datasets` and image viewers apply it, and the stored image is that upright image.
 """
 
 import functools
@@ -29,7 +33,7 @@ from typing import Any, Literal
 from PIL import Image
 
 from .crops import Box, NoRoomForNegative, crop_image, expand_box, negative_crop, random_box
-from .images import DEFAULT_MAX_IMAGE_PIXELS, BadImage, encoded_bytes, load_image
+from .images import DEFAULT_MAX_IMAGE_PIXELS, MAX_ASPECT_RATIO, BadImage, encoded_bytes, exif_orientation, load_image
 from .views import TEACHER_CROP_PREFIX, TEACHER_CROP_SUFFIX, student_messages, teacher_messages
 
 
@@ -95,7 +99,8 @@ class PrepareConfig:
         crop_column (`str`, *optional*, defaults to `"crop"`):
             Ready-made positive crop, for `source_format="crop"`.
         id_column (`str`, *optional*):
-            Row id column. Without it a row's id is `"<split>-<index>"`, its position in the source split.
+            Row id column. Without it a row's id is `"<split>-<index>"`, its position in the source split. Ids must be
+            unique: a row whose id an earlier row has is rejected (`duplicate_id`).
 
         > Evidence crops
 
@@ -122,6 +127,9 @@ class PrepareConfig:
             row is rejected (`bbox_outside_image`).
         max_image_pixels (`int`, *optional*, defaults to `12288 * 12288`):
             Larger images are rejected from their header, before decoding (`image_too_large`).
+        max_aspect_ratio (`float`, *optional*, defaults to `200.0`):
+            Rows whose image or positive crop has a longer side more than this many times its shorter side are
+            rejected (`extreme_aspect_ratio`). Qwen-VL processors refuse images beyond 200:1.
         processor (`str`, *optional*):
             Processor (model id or path) used to count prompt tokens for the two limits below.
         min_pixels (`int`, *optional*, defaults to `65536`), max_pixels (`int`, *optional*, defaults to `16777216`):
@@ -174,6 +182,9 @@ class PrepareConfig:
     max_bbox_side: int | None = field(default=None, metadata={"help": "Reject boxes with a larger side."})
     bbox_tolerance: float = field(default=2.0, metadata={"help": "Pixels a box may stick out before rejection."})
     max_image_pixels: int = field(default=DEFAULT_MAX_IMAGE_PIXELS, metadata={"help": "Reject larger images."})
+    max_aspect_ratio: float = field(
+        default=MAX_ASPECT_RATIO, metadata={"help": "Reject images and crops with a more elongated shape."}
+    )
     processor: str | None = field(default=None, metadata={"help": "Processor for the token limits."})
     min_pixels: int = field(default=65536, metadata={"help": "Pixel budget (min) for token counts."})
     max_pixels: int = field(default=16777216, metadata={"help": "Pixel budget (max) for token counts."})
@@ -204,8 +215,13 @@ class PrepareConfig:
         for name in ("negative_factor", "num_proc", "shard_size", "min_bbox_side", "max_image_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
-        if self.crop_margin < 0 or self.crop_min_side < 0 or self.bbox_tolerance < 0:
-            raise ValueError("`crop_margin`, `crop_min_side` and `bbox_tolerance` must be >= 0.")
+        for name in ("crop_margin", "crop_min_side", "bbox_tolerance"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
+        if self.max_aspect_ratio < 1:
+            raise ValueError(
+                f"`max_aspect_ratio` must be >= 1 (longer side over shorter side), got {self.max_aspect_ratio}."
+            )
         if self.max_bbox_side is not None and self.max_bbox_side < self.min_bbox_side:
             raise ValueError(
                 f"`max_bbox_side` ({self.max_bbox_side}) must be >= `min_bbox_side` ({self.min_bbox_side})."
@@ -240,7 +256,8 @@ def parse_bbox(value: Any, image_size: tuple[int, int], bbox_format: str = "xyxy
             Pixels the box may stick out of the image before it is rejected; within it the box is clipped.
 
     Returns:
-        `Box`: the box. Raises [`RejectedRow`] (`bad_bbox`, `empty_bbox`, `bbox_outside_image`) otherwise.
+        `Box`: the box. Raises [`RejectedRow`] (`bad_bbox`, `normalised_bbox`, `empty_bbox`, `bbox_outside_image`)
+        otherwise.
     """
     numbers = [float(n) for n in _NUMBER.findall(value)] if isinstance(value, str) else value
     try:
@@ -250,6 +267,13 @@ def parse_bbox(value: Any, image_size: tuple[int, int], bbox_format: str = "xyxy
     if not all(math.isfinite(v) for v in (x0, y0, a, b)):
         raise RejectedRow("bad_bbox", f"non-finite coordinates {value!r:.100}")
     width, height = image_size
+    if bbox_format != "xyxy_norm" and all(0 <= v <= 1 for v in (x0, y0, a, b)):
+        raise RejectedRow(
+            "normalised_bbox",
+            f"box {value!r:.100} lies within [0, 1]: read as {bbox_format!r} pixels it is at most one pixel in the "
+            "corner, so it is normalised by the image size. Use bbox_format='xyxy_norm' ([x0, y0, x1, y1] divided by "
+            "width and height)",
+        )
     if bbox_format == "xywh":
         a, b = x0 + a, y0 + b
     elif bbox_format == "xyxy_norm":
@@ -303,6 +327,7 @@ def convert_row(row: dict[str, Any], index: int, config: PrepareConfig) -> dict[
         image, image_bytes = _load(
             _single(_field(row, config.image_column), config.image_column), config, config.image_dir
         )
+    _check_aspect_ratio("image", image.size, config.max_aspect_ratio)
     question = _field(row, config.question_column)
     question = clean_question(question) if isinstance(question, str) else ""
     if not question:
@@ -321,6 +346,7 @@ def convert_row(row: dict[str, Any], index: int, config: PrepareConfig) -> dict[
         crop = crop_image(
             image, expand_box(bbox, image.size, margin=config.crop_margin, min_side=config.crop_min_side)
         )
+    _check_aspect_ratio("positive crop", crop.size, config.max_aspect_ratio)  # the negative crop has its size
     try:
         negative = negative_crop(
             image, bbox, crop.size, factor=config.negative_factor, seed=row_seed(config.seed, identifier, "negative")
@@ -351,14 +377,34 @@ def convert_row(row: dict[str, Any], index: int, config: PrepareConfig) -> dict[
     return output
 
 
+def _check_aspect_ratio(what: str, size: tuple[int, int], limit: float) -> None:
+    # Checked before any token count: the processor (Qwen's `smart_resize`) raises on such a shape, which would make
+    # the row an `unexpected_error` here, or stop training with no row named.
+    ratio = max(size) / min(size)
+    if ratio > limit:
+        raise RejectedRow(
+            "extreme_aspect_ratio",
+            f"{what} {size[0]}x{size[1]} has an aspect ratio of {ratio:.1f}:1 > max_aspect_ratio={limit:g}; "
+            "vision processors cannot resize it (Qwen-VL refuses more than 200:1)",
+        )
+
+
 def encode_image(image: Image.Image, source_bytes: bytes | None = None) -> dict[str, Any]:
     """
-    An image as a `datasets.Image()` value `{"bytes", "path": None}`: the source file's own bytes when it is already an
-    RGB JPEG, PNG or WebP (nothing was converted, so nothing is lost and photos stay compact), otherwise lossless PNG.
+    An image as a `datasets.Image()` value `{"bytes", "path": None}`: the source file's own bytes when they decode to
+    exactly `image` (an RGB JPEG, PNG or WebP, upright, without a transparent colour key: nothing was converted, so
+    nothing is lost and photos stay compact), otherwise lossless PNG. An EXIF-rotated or colour-keyed source is
+    re-encoded, since its bytes would decode rotated or with black where `image` has white.
     """
     if source_bytes is not None:
         with Image.open(io.BytesIO(source_bytes)) as source:
-            if source.format in ("JPEG", "PNG", "WEBP") and source.mode == "RGB" and source.size == image.size:
+            if (
+                source.format in ("JPEG", "PNG", "WEBP")
+                and source.mode == "RGB"
+                and source.size == image.size
+                and not source.has_transparency_data
+                and exif_orientation(source) == 1
+            ):
                 return {"bytes": source_bytes, "path": None}
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")

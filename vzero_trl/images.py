@@ -14,7 +14,8 @@ Every image of a dataset row goes through [`load_image`]. A bad image must neith
 
 A value of any other type (not an image, bytes, path or dict) is a bug in the caller and raises `TypeError`.
 
-Pixels are never EXIF-transposed: bounding boxes refer to the stored pixel grid. ICC profiles are not applied. The
+An EXIF orientation tag is applied (the pixels are rotated or mirrored upright, as `datasets`, `transformers` and
+image viewers show them), so bounding boxes refer to the upright, displayed image. ICC profiles are not applied. The
 conversion rules are in [`to_rgb`]. PIL's globals (`LOAD_TRUNCATED_IMAGES`, `MAX_IMAGE_PIXELS`) are left as they are.
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 
 
 Reason = Literal["missing_image", "unreadable_image", "image_too_large", "unsupported_image"]
@@ -34,6 +35,9 @@ Reason = Literal["missing_image", "unreadable_image", "image_too_large", "unsupp
 # 151 Mpx: admits 8K (7680x4320 = 33 Mpx) and 12K squares, and stays under PIL's hard limit (178,956,970 px by default)
 # so that, with PIL's defaults, this number and not PIL's decides. A 16384^2 default would be cut by PIL anyway.
 DEFAULT_MAX_IMAGE_PIXELS = 12288 * 12288
+
+# Longest over shortest side that vision processors accept: Qwen-VL's `smart_resize` raises beyond 200.
+MAX_ASPECT_RATIO = 200.0
 
 # 8-bit modes left to PIL's `convert("RGB")`/`convert("RGBA")` (CMYK, YCbCr, LAB, HSV use its colour formulas).
 _PIL_MODES = {"1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "LA", "PA", "RGBA", "RGBa"}
@@ -115,7 +119,8 @@ def load_image(
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> Image.Image:
     """
-    Load and fully decode one image, and convert it to 8-bit RGB with [`to_rgb`].
+    Load and fully decode one image, turn it upright by its EXIF orientation tag, and convert it to 8-bit RGB with
+    [`to_rgb`].
 
     Args:
         value (`PIL.Image.Image`, `bytes`, `bytearray`, `str`, `Path`, `dict` or `None`):
@@ -138,13 +143,24 @@ def load_image(
         raise ValueError(f"`max_pixels` must be a positive int, got {max_pixels!r}.")
     if isinstance(value, Image.Image):
         _check_and_load(value, "the given PIL image", max_pixels)
-        return to_rgb(value)
+        return to_rgb(_upright(value))
     source, where = _locate(value, image_dir)
     with _decoding(where):
         image = Image.open(source)
     with image:  # closes the file once the pixels are copied out
         _check_and_load(image, where, max_pixels)
-        return to_rgb(image)
+        return to_rgb(_upright(image))
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The image's EXIF orientation tag (1 to 8), 1 (upright) when it has none."""
+    return image.getexif().get(ExifTags.Base.Orientation, 1)
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    # `datasets.Image` and `transformers.image_utils.load_image` rotate by the tag on decode; so must we, or a stored
+    # image and the boxes and crops measured on it would be in two different frames.
+    return image if exif_orientation(image) == 1 else ImageOps.exif_transpose(image)
 
 
 def encoded_bytes(value: bytes | bytearray | str | Path | dict, image_dir: str | Path | None = None) -> bytes:

@@ -18,6 +18,8 @@ import datasets
 from PIL import Image
 from trl.data_utils import is_conversational, prepare_multimodal_messages
 
+from .images import MAX_ASPECT_RATIO
+
 
 # Paper Fig. 4: the teacher sees the full image and the question, then this sentence with the crop image between the
 # prefix and the suffix. The paper does not say how the pieces are joined; we start the sentence on a new line.
@@ -130,11 +132,23 @@ def check_row(row: dict[str, Any], crop_columns: Iterable[str], index: int) -> N
     if not any(message["role"] == "user" for message in row["prompt"]):
         raise ValueError(f"{where}: `prompt` has no user turn to attach the evidence to.")
     images = row["images"] if "images" in row else [row.get("image")]
+    if not isinstance(images, list) or not images:
+        raise ValueError(
+            f"{where}: column 'images' must be a non-empty list of images, got {images!r:.100}. V-Zero needs the full "
+            "image the question is about: drop rows without one."
+        )
     for column, value in [*(("image", image) for image in images), *((c, row.get(c)) for c in crop_columns)]:
         if not isinstance(value, Image.Image):
             raise ValueError(
                 f"{where}: column {column!r} must hold a PIL image, got {type(value).__name__}. Store images in an "
                 f"`datasets.Image()` column (cast paths or bytes with `cast_column`) and drop rows without one."
+            )
+        width, height = value.size
+        if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+            raise ValueError(
+                f"{where}: column {column!r} holds a {width}x{height} image, more elongated than the "
+                f"{MAX_ASPECT_RATIO:g}:1 vision processors accept. Drop the row, or prepare the data with "
+                "`scripts/prepare_data.py`, which rejects such rows (`extreme_aspect_ratio`)."
             )
 
 
