@@ -93,7 +93,9 @@ class AnswerCollator:
         return dict(encode(self.processor, view_messages(rows, self.view), ids))
 
 
-def train_model(spec: ModelSpec, pair: PairSpec, rows: list[dict], output_dir: Path, work_dir: Path) -> None:
+def train_model(
+    spec: ModelSpec, pair: PairSpec, rows: list[dict], output_dir: Path, work_dir: Path, progress: bool = True
+) -> None:
     """Build a random model of `spec`'s shape and train it on `rows` under `spec.view`; save to `output_dir`."""
     init_dir = build_tiny_vlm(
         work_dir / "init",
@@ -123,6 +125,7 @@ def train_model(spec: ModelSpec, pair: PairSpec, rows: list[dict], output_dir: P
         data_seed=pair.seed,
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        disable_tqdm=not progress,
     )
     trainer = Trainer(
         model=model, args=args, train_dataset=rows, data_collator=AnswerCollator(processor, spec.view, pair.world)
@@ -150,20 +153,24 @@ def ensure_pair(cache_dir: str | Path, pair: PairSpec = PairSpec(), log=print) -
     record = {"settings": asdict(pair), "fingerprint": pair.fingerprint()}
     for role, spec, final in (("teacher", pair.teacher, teacher_dir), ("student", pair.student, student_dir)):
         if not (final / "model.safetensors").is_file():
-            log(f"Training the {pair.world}-world {role} ({spec.steps} steps on {spec.num_rows} rows)")
+            if log is not None:
+                log(f"Training the {pair.world}-world {role} ({spec.steps} steps on {spec.num_rows} rows)")
             rows = make_rows(spec.num_rows, seed=pair.seed, split=f"sft-{role}")
             with tempfile.TemporaryDirectory(dir=root, prefix=f".{role}-") as work:
-                train_model(spec, pair, rows, Path(work) / "model", Path(work))
+                train_model(spec, pair, rows, Path(work) / "model", Path(work), progress=log is not None)
                 shutil.rmtree(final, ignore_errors=True)
                 os.replace(Path(work) / "model", final)
         model = AutoModelForImageTextToText.from_pretrained(final, dtype=torch.float32)
         processor = AutoProcessor.from_pretrained(final, padding_side="left")
         views = ("crop", "negative_crop", "random_crop") if role == "teacher" else ("student",)
         record[role] = {
-            view: evaluate_view(model, processor, eval_rows, view, pair.world, desc=f"{role} on {view}")
+            view: evaluate_view(
+                model, processor, eval_rows, view, pair.world, desc=f"{role} on {view}" if log is not None else ""
+            )
             for view in views
         }
-        log(f"{role}: " + ", ".join(f"{v} accuracy {m['accuracy']:.3f}" for v, m in record[role].items()))
+        if log is not None:
+            log(f"{role}: " + ", ".join(f"{v} accuracy {m['accuracy']:.3f}" for v, m in record[role].items()))
     # The record is written last and atomically: its presence marks a complete build.
     tmp = record_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2))
