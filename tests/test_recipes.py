@@ -116,3 +116,11 @@ def test_accelerate_config_loads(config):
     if config.stem == "fsdp2":
         assert loaded.fsdp_config["fsdp_version"] == 2
     assert f"--config_file configs/accelerate/{config.name}" in config.read_text().splitlines()[1]
+
+
+def test_a_temperature_other_than_one_is_rejected_with_the_fix(script, tmp_path):
+    # The sampled-token loss estimates the reverse KL of the distribution the rollouts come from: the student's own.
+    with pytest.raises(ValueError, match=r"`temperature` must be 1.0, got 0.7.*Remove `temperature`"):
+        script.make_parser().parse_args_and_config(
+            ["--config", str(ROOT / "configs" / "demo.yaml"), "--output_dir", str(tmp_path), "--temperature", "0.7"]
+        )
