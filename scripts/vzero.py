@@ -27,13 +27,13 @@ from pathlib import Path
 
 import datasets
 from accelerate import PartialState
-from transformers import AutoProcessor
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
 
 from vzero_trl import VZeroConfig, VZeroTrainer
 from vzero_trl.evaluate import BenchmarkEvalCallback, validation_mix
 from vzero_trl.prepare import open_dataset
+from vzero_trl.processors import load_processor
 from vzero_trl.provenance import setting_differences
 from vzero_trl.synthetic import make_dataset
 from vzero_trl.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
@@ -268,7 +268,7 @@ def main(
         "dtype": model_args.dtype,
         **(training_args.model_init_kwargs or {}),
     }
-    processor = AutoProcessor.from_pretrained(
+    processor = load_processor(
         model_args.model_name_or_path,
         revision=model_args.model_revision,
         trust_remote_code=training_args.trust_remote_code,
