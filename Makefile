@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/accelerate launch scripts/vzero.py --config configs/demo.yaml
+	$(BIN)/accelerate launch --config_file configs/accelerate/cpu.yaml scripts/vzero.py --config configs/demo.yaml
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -19,8 +19,10 @@ is a field of `vzero_trl.evaluate.EvaluateConfig`; `--config settings.yaml` read
 from trl import TrlParser
 
 from vzero_trl.evaluate import EvaluateConfig, evaluate, report
+from vzero_trl.quiet import silence_unactionable_warnings
 
 
 if __name__ == "__main__":
+    silence_unactionable_warnings()
     (config,) = TrlParser((EvaluateConfig,)).parse_args_and_config()
     print(report(evaluate(config)))

@@ -21,6 +21,7 @@ further. With `--push_to_hub` the model, its processor and card are pushed at th
 """
 
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from vzero_trl.evaluate import BenchmarkEvalCallback, validation_mix
 from vzero_trl.prepare import open_dataset
 from vzero_trl.processors import load_processor
 from vzero_trl.provenance import setting_differences
+from vzero_trl.quiet import silence_unactionable_warnings
 from vzero_trl.synthetic import make_dataset
 from vzero_trl.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
 
@@ -92,7 +94,10 @@ class VZeroScriptArguments(ScriptArguments):
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((VZeroScriptArguments, VZeroConfig, ModelConfig))
+    parser = TrlParser((VZeroScriptArguments, VZeroConfig, ModelConfig))
+    # trackio's project (and wandb's, see `main`) is "huggingface" in TrainingArguments; a recipe or flag overrides it.
+    parser.set_defaults(project="vzero")
+    return parser
 
 
 def build_demo_assets(script_args: VZeroScriptArguments, training_args: VZeroConfig, model_args: ModelConfig) -> None:
@@ -249,6 +254,9 @@ def main(
 ) -> VZeroTrainer | None:
     if not training_args.teacher_model_name_or_path:
         raise ValueError("Set `teacher_model_name_or_path`: V-Zero distils from a local teacher model.")
+    silence_unactionable_warnings()
+    # transformers' wandb callback reads its project from WANDB_PROJECT only: use the run's `project` unless it is set.
+    os.environ.setdefault("WANDB_PROJECT", training_args.project)
     settings = run_settings(script_args, training_args, model_args)
     checkpoint, finished = resume_checkpoint(script_args, training_args, settings)
     if finished:

@@ -2,6 +2,8 @@
 
 import importlib.util
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,7 +45,7 @@ def test_there_are_recipes_for_the_paper_and_its_ablations():
         "qwen3.5-4b/vzero_teacher_9b.yaml",
         "qwen3.5-4b/vzero_g4.yaml",
     } <= names
-    assert {p.stem for p in ACCELERATE} == {"single_gpu", "ddp", "zero2", "zero3", "fsdp2"}
+    assert {p.stem for p in ACCELERATE} == {"cpu", "single_gpu", "ddp", "zero2", "zero3", "fsdp2"}
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.relative_to(ROOT / "configs").as_posix())
@@ -104,6 +106,7 @@ def test_command_line_overrides_the_recipe(script, tmp_path):
 def test_accelerate_config_loads(config):
     loaded = load_config_from_file(str(config))
     expected = {
+        "cpu": ("NO", 1),
         "single_gpu": ("NO", 1),
         "ddp": ("MULTI_GPU", 8),
         "zero2": ("DEEPSPEED", 8),
@@ -124,3 +127,22 @@ def test_a_temperature_other_than_one_is_rejected_with_the_fix(script, tmp_path)
         script.make_parser().parse_args_and_config(
             ["--config", str(ROOT / "configs" / "demo.yaml"), "--output_dir", str(tmp_path), "--temperature", "0.7"]
         )
+
+
+def test_the_demo_launch_gives_accelerate_every_setting(tmp_path):
+    # Without a config file, `accelerate launch` warns on every run that num_processes was set to 0 (and more).
+    demo = re.search(r"^demo:.*\n\t(.*)$", (ROOT / "Makefile").read_text(), re.MULTILINE).group(1)
+    assert "launch --config_file configs/accelerate/cpu.yaml scripts/vzero.py --config configs/demo.yaml" in demo
+    (tmp_path / "hello.py").write_text("print('hello')\n")
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/cpu.yaml"]
+    result = subprocess.run(
+        [*command, str(tmp_path / "hello.py")], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and result.stdout == "hello\n"
+    assert "were not passed" not in result.stderr and "num_processes" not in result.stderr
+
+
+def test_the_tracking_project_defaults_to_vzero(script, tmp_path):
+    recipe = ["--config", str(ROOT / "configs" / "demo.yaml"), "--output_dir", str(tmp_path)]
+    assert script.make_parser().parse_args_and_config(recipe)[1].project == "vzero"
+    assert script.make_parser().parse_args_and_config([*recipe, "--project", "mine"])[1].project == "mine"
