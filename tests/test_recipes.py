@@ -4,6 +4,7 @@ import importlib.util
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,25 @@ def test_the_tracking_project_defaults_to_vzero(script, tmp_path):
     recipe = ["--config", str(ROOT / "configs" / "demo.yaml"), "--output_dir", str(tmp_path)]
     assert script.make_parser().parse_args_and_config(recipe)[1].project == "vzero"
     assert script.make_parser().parse_args_and_config([*recipe, "--project", "mine"])[1].project == "mine"
+
+
+def test_torchvision_is_declared_where_real_models_run_and_kept_off_the_cpu_setup():
+    # Real Qwen3.5 processors need torchvision ("Qwen3VLVideoProcessor requires the Torchvision library"); the CPU
+    # test set-up (`make install`: the `test` extra) must not get it.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert any(r.startswith("torchvision") for r in extras["gpu"]) and any(
+        r.startswith("torchvision") for r in extras["vllm"]
+    )
+    assert not any(r.startswith("torchvision") for r in [*project["dependencies"], *extras["test"]])
+    makefile = (ROOT / "Makefile").read_text()
+    assert "EXTRAS ?= test\n" in makefile and 'pip install --quiet -e ".[$(EXTRAS)]"' in makefile
+
+    # vzero_trl is not on PyPI: every install command in the docs installs from the clone.
+    readme = (ROOT / "README.md").read_text()
+    assert 'pip install -e ".[gpu,vllm,deepspeed]"' in readme
+    documents = [
+        readme,
+        *(p.read_text() for p in [*ACCELERATE, *(ROOT / "vzero_trl").glob("*.py"), *(ROOT / "scripts").glob("*.py")]),
+    ]
+    assert not any('pip install "vzero_trl' in text or "pip install vzero_trl[" in text for text in documents)

@@ -93,7 +93,7 @@ class EvaluateConfig:
         protocol (`str`, *optional*, defaults to `"zwz"`):
             `"zwz"` or `"greedy"`, see the module docstring.
         backend (`str`, *optional*, defaults to `"transformers"`):
-            `"transformers"` or `"vllm"` (much faster; needs a GPU and `pip install "vzero_trl[vllm]"`).
+            `"transformers"` or `"vllm"` (much faster; needs a GPU and the `vllm` extra: `pip install -e ".[gpu,vllm]"` in the clone).
         batch_size (`int`, *optional*, defaults to `8`):
             Questions generated together; also the unit of resuming.
         min_pixels (`int`, *optional*, defaults to `65536`), max_pixels (`int`, *optional*, defaults to `16777216`):
