@@ -5,7 +5,7 @@
 
 The embedded demo (tiny local models and synthetic data, built if absent; CPU, about a minute):
 
-    accelerate launch scripts/vzero.py --config configs/demo.yaml
+    accelerate launch --config_file configs/accelerate/cpu.yaml scripts/vzero.py --config configs/demo.yaml
 
 The paper's recipe on 8 GPUs (Qwen3.5-4B student, Qwen3.5-27B teacher; build the data first, see the README):
 
@@ -196,7 +196,9 @@ def start_run(script_args: VZeroScriptArguments, training_args: VZeroConfig, set
 def write_run_record(output_dir: Path, settings: dict, finished_step: int | None) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     record = {"settings": settings, "finished_step": finished_step}
-    (output_dir / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    partial = output_dir / f"{RUN_RECORD}.partial"  # replaced in one step: a kill never leaves half a record
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(partial, output_dir / RUN_RECORD)
 
 
 def splits(script_args: VZeroScriptArguments, training_args: VZeroConfig):

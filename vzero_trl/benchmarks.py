@@ -320,7 +320,7 @@ def _rows(
     name: str, spec: BenchmarkSource, source: str | None, revision: str | None, limit: int | None
 ) -> Iterator[tuple[dict, Callable[[], Image.Image]]]:
     """The rows of a source, without their image, each with a function decoding its image."""
-    if source and _is_local(source):
+    if source and is_local_source(source):
         path = Path(source).expanduser()
         if revision is not None:
             raise ValueError(f"`revision` is for Hub datasets; {source} is a local path.")
@@ -354,8 +354,9 @@ def _rows(
         yield from _memory_rows(name, spec, loaded, dataset_id, None)
 
 
-def _is_local(source: str) -> bool:
-    # A Hub id ("owner/name") also reads as a relative path: only an existing path or a file name counts as local.
+def is_local_source(source: str) -> bool:
+    """Whether `source` names a local path rather than a Hub id: an existing path, a `.parquet`/`.jsonl` file name, or
+    a path starting with `.`, `/` or `~` (a Hub id "owner/name" also reads as a relative path)."""
     return Path(source).expanduser().exists() or source.endswith((".parquet", ".jsonl")) or source[0] in "./~"
 
 

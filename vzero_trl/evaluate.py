@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessor, TrainerCallback
 
 from .answers import PAPER_ROWS, ZWZ_SYSTEM_PROMPT, aggregate, score_item, table_row
-from .benchmarks import BENCHMARKS, DATASETS, EvalItem, _is_local, load_benchmark, read_benchmark
+from .benchmarks import BENCHMARKS, DATASETS, EvalItem, is_local_source, load_benchmark, read_benchmark
 from .card import hub_id
 from .images import BadImage
 from .provenance import NOT_MODEL_FILES, fingerprint, hub_commit, setting_differences
@@ -93,7 +93,8 @@ class EvaluateConfig:
         protocol (`str`, *optional*, defaults to `"zwz"`):
             `"zwz"` or `"greedy"`, see the module docstring.
         backend (`str`, *optional*, defaults to `"transformers"`):
-            `"transformers"` or `"vllm"` (much faster; needs a GPU and the `vllm` extra: `pip install -e ".[gpu,vllm]"` in the clone).
+            `"transformers"` or `"vllm"` (much faster; needs a GPU and the `vllm` extra: `pip install -e
+            ".[gpu,vllm]"` in the clone).
         batch_size (`int`, *optional*, defaults to `8`):
             Questions generated together; also the unit of resuming.
         min_pixels (`int`, *optional*, defaults to `65536`), max_pixels (`int`, *optional*, defaults to `16777216`):
@@ -334,28 +335,33 @@ def run_record(config: EvaluateConfig) -> dict:
     """
     path = Path(config.model).expanduser()
     if path.is_dir():
-        model = {"model": str(path.resolve()), "model_fingerprint": fingerprint(path, skip=NOT_MODEL_FILES)}
-    elif hub_id(config.model) and not _is_local(config.model):
+        weights = fingerprint(path, skip=NOT_MODEL_FILES, recursive=False)
+        model = {"model": str(path.resolve()), "model_fingerprint": weights}
+    elif hub_id(config.model) and not is_local_source(config.model):
         model = {"model": config.model, "model_fingerprint": hub_commit(config.model, config.revision)}
     else:
         raise FileNotFoundError(
             f"`model` {config.model!r} is neither a local folder nor a Hub id (owner/name). Pass a checkpoint folder "
             "(for example outputs/demo/vzero-tiny) or a Hub id (for example Qwen/Qwen3.5-4B)."
         )
+    settings = dict(
+        protocol=config.protocol,
+        backend=config.backend,
+        dtype=config.dtype,
+        batch_size=config.batch_size,  # fixes each batch's sampling seed
+        min_pixels=config.min_pixels,
+        max_pixels=config.max_pixels,
+        seed=config.seed,
+        enable_thinking=config.enable_thinking,
+        judge_model=config.judge_model,
+    )
     protocol = {f"protocol.{key}": value for key, value in asdict(config.decoding()).items()}
-    settings = ("protocol", "backend", "dtype", "batch_size", "min_pixels", "max_pixels", "seed", "enable_thinking")
     data = {f"data.{name}": _data_record(name, config.source(name)) for name in config.benchmarks}
-    return {
-        **model,
-        **{key: getattr(config, key) for key in settings},
-        **protocol,
-        "judge_model": config.judge_model,
-        **data,
-    }
+    return {**model, **settings, **protocol, **data}
 
 
 def _data_record(name: str, source: str | None) -> str:
-    if source and _is_local(source):
+    if source and is_local_source(source):
         path = Path(source).expanduser().resolve()
         return f"{path} {fingerprint(path)}" if path.exists() else str(path)  # a missing path fails when loaded
     spec = DATASETS[name]

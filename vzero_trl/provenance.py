@@ -14,23 +14,25 @@ from huggingface_hub import HfApi, constants
 from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
 
-# Files of a checkpoint folder that do not change what the model computes: training state and the card.
-NOT_MODEL_FILES = ("README.md", "optimizer.pt", "scheduler.pt", "trainer_state.json", "training_args.bin")
+# Files of a model or checkpoint folder that do not change what the model computes: training state, records, the card.
+NOT_MODEL_FILES = (
+    "README.md", "optimizer.pt", "scheduler.pt", "trainer_state.json", "training_args.bin", "vzero_run.json"
+)  # fmt: skip
 
 
-def fingerprint(path: str | Path, skip: tuple[str, ...] = ()) -> str:
+def fingerprint(path: str | Path, skip: tuple[str, ...] = (), recursive: bool = True) -> str:
     """
-    `"sha256:<hex>"` of a file's bytes, or of a folder's files (their relative paths and bytes, recursively, in sorted
-    order; names in `skip` and `rng_state*` files left out).
+    `"sha256:<hex>"` of a file's bytes, or of a folder's files (their relative paths and bytes, in sorted order; names
+    in `skip` and `rng_state*` files left out; with `recursive=False` only the files at the top of the folder, so a
+    model folder's checkpoints and logs do not count).
     """
     path = Path(path)
     digest = hashlib.sha256()
     if path.is_file():
         files = [path]
     else:
-        files = sorted(
-            p for p in path.rglob("*") if p.is_file() and p.name not in skip and not p.name.startswith("rng_state")
-        )
+        found = path.rglob("*") if recursive else path.iterdir()
+        files = sorted(p for p in found if p.is_file() and p.name not in skip and not p.name.startswith("rng_state"))
     for file in files:
         if file != path:
             digest.update(file.relative_to(path).as_posix().encode() + b"\0")
