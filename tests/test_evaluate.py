@@ -14,7 +14,7 @@ from benchmark_fixtures import encode, picture, write_all_fixtures
 from safetensors.torch import load_file, save_file
 
 from vzero_trl.answers import score_item
-from vzero_trl.benchmarks import BENCHMARKS, load_benchmark
+from vzero_trl.benchmarks import BENCHMARKS, LazyEvalItem, load_benchmark
 from vzero_trl.evaluate import (
     EvaluateConfig,
     PresencePenalty,
@@ -24,6 +24,7 @@ from vzero_trl.evaluate import (
     read_predictions,
     validation_mix,
 )
+from vzero_trl.images import BadImage
 from vzero_trl.tiny import TINY_STUDENT, ensure_tiny_vlm
 
 
@@ -239,8 +240,14 @@ def test_training_callback_logs_benchmark_scores(fixtures, tmp_path):
         for name in ("vstar", "mme_realworld")
         for item in load_benchmark(name, str(fixtures / f"{name}.parquet"), limit=3)
     ]
+
+    def corrupt():
+        raise BadImage("unreadable_image", "image bytes: cannot decode (OSError: truncated)")
+
+    items.insert(1, LazyEvalItem("vstar", "broken", corrupt, "Q?", "A", "mcq", {"A": "a", "B": "b"}))
     trainer.add_callback(BenchmarkEvalCallback(trainer, items, eval_steps=2, batch_size=2, max_new_tokens=4))
-    trainer.train()
+    with pytest.warns(UserWarning, match="Benchmark evaluation skips vstar item broken: image bytes: cannot decode"):
+        trainer.train()
     logged = [entry for entry in trainer.state.log_history if "benchmark/vstar" in entry]
     assert len(logged) == 1 and logged[0]["step"] == 2
     assert 0.0 <= logged[0]["benchmark/mme_realworld"] <= 100.0

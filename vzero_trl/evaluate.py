@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import random
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -597,7 +598,8 @@ class BenchmarkEvalCallback(TrainerCallback):
     """
     Scores the model being trained on a fixed list of benchmark items every `eval_steps` optimizer steps (greedy,
     the ZwZ prompt) and logs `benchmark/<name>` (each benchmark's own score) and `benchmark/avg` with the training
-    metrics. The items are split over the processes and the records gathered, so it works under DDP and ZeRO.
+    metrics. The items are split over the processes and the records gathered, so it works under DDP and ZeRO. An item
+    whose image does not decode is skipped with a warning naming its benchmark and id.
 
     Example:
 
@@ -636,10 +638,11 @@ class BenchmarkEvalCallback(TrainerCallback):
         with unwrap_model_for_generation(trainer.model_wrapped, accelerator) as model:
             generate = TransformersGenerator(model, trainer.processing_class, self.protocol)
             for batch in _batches(local, self.batch_size):
-                responses = generate([item for _, item in batch], seed=0)
-                records += [
-                    _record(item, response, None) for (_, item), response in zip(batch, responses, strict=True)
-                ]
+                shown, failed = _decoded(batch)
+                for record in failed:  # an image that does not decode must not stop training
+                    warnings.warn(f"Benchmark evaluation skips {record['error']}", stacklevel=2)
+                responses = generate(shown, seed=0) if shown else []
+                records += [_record(item, response, None) for item, response in zip(shown, responses, strict=True)]
         trainer.model.train(was_training)
         records = gather_object(records)
         scores = {}
