@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from test_launcher import data, launch, script  # noqa: F401  (fixtures)
+from test_launcher import data, launch, script, wandb_project  # noqa: F401  (fixtures)
 
 from vzero_trl import VZeroConfig
 from vzero_trl.card import build_model_card, duration, hub_id

@@ -15,6 +15,12 @@ def script():
     return load_script()
 
 
+@pytest.fixture(autouse=True)
+def wandb_project(monkeypatch):
+    # `main` points wandb at the run's project through WANDB_PROJECT; keep that out of the other tests' environment.
+    monkeypatch.setenv("WANDB_PROJECT", "vzero-tests")
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("data")
