@@ -1,9 +1,10 @@
 # `make demo` and `make test` each create the virtual environment on first use: torch first (the CPU wheel, so pip does
-# not pull CUDA builds), then this package with its test extras. On a GPU machine, `make install TORCH=torch` keeps the
-# CUDA build that pip picks for the platform.
+# not pull CUDA builds), then this package with its test extras. On a GPU machine, `make install TORCH=torch
+# EXTRAS=test,gpu` keeps the CUDA build that pip picks for the platform and adds torchvision (real Qwen3.5 processors).
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+EXTRAS ?= test
 BIN := $(VENV)/bin
 # CPU torch on small VMs slows down 10-100x at random with more than one OpenMP thread.
 export OMP_NUM_THREADS ?= 1
@@ -13,13 +14,13 @@ export OMP_NUM_THREADS ?= 1
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/accelerate launch scripts/vzero.py --config configs/demo.yaml
+	$(BIN)/accelerate launch --config_file configs/accelerate/cpu.yaml scripts/vzero.py --config configs/demo.yaml
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -11,15 +11,18 @@ A quick look at a trained checkpoint (greedy, 50 questions per benchmark, local 
     python scripts/evaluate.py --model outputs/vzero-qwen3.5-4b-27b --output_dir eval/trial --protocol greedy \
         --limit 50 --data_dir benchmarks_data
 
-Rerunning the same command resumes: questions already in `output_dir/predictions.jsonl` are not asked again. Every flag
+Rerunning the same command resumes: questions already in `output_dir/predictions.jsonl` are not asked again (a rerun
+with another model, data or generation settings is refused; `--overwrite` starts over). Every flag
 is a field of `vzero_trl.evaluate.EvaluateConfig`; `--config settings.yaml` reads them from a file.
 """
 
 from trl import TrlParser
 
 from vzero_trl.evaluate import EvaluateConfig, evaluate, report
+from vzero_trl.quiet import silence_unactionable_warnings
 
 
 if __name__ == "__main__":
+    silence_unactionable_warnings()
     (config,) = TrlParser((EvaluateConfig,)).parse_args_and_config()
     print(report(evaluate(config)))

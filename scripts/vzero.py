@@ -5,7 +5,7 @@
 
 The embedded demo (tiny local models and synthetic data, built if absent; CPU, about a minute):
 
-    accelerate launch scripts/vzero.py --config configs/demo.yaml
+    accelerate launch --config_file configs/accelerate/cpu.yaml scripts/vzero.py --config configs/demo.yaml
 
 The paper's recipe on 8 GPUs (Qwen3.5-4B student, Qwen3.5-27B teacher; build the data first, see the README):
 
@@ -14,20 +14,29 @@ The paper's recipe on 8 GPUs (Qwen3.5-4B student, Qwen3.5-27B teacher; build the
 
 Every recipe key is a field of `VZeroScriptArguments` (below), `vzero_trl.VZeroConfig` or `trl.ModelConfig`;
 command-line flags override the recipe, and unknown keys are rejected. A rerun with the same `output_dir` resumes from
-its last checkpoint (or pass `--resume_from_checkpoint PATH`). With `--push_to_hub` the model, its processor and card
-are pushed at the end (and checkpoints as `hub_strategy` says).
+its last checkpoint (or pass `--resume_from_checkpoint PATH`) when its settings are those the run was started with
+(`output_dir/vzero_run.json`); otherwise it is refused with the differences listed. A finished run is not trained
+further. With `--push_to_hub` the model, its processor and card are pushed at the end (and checkpoints as
+`hub_strategy` says).
 """
 
-from dataclasses import dataclass, field
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from transformers import AutoProcessor
+import datasets
+from accelerate import PartialState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
 
 from vzero_trl import VZeroConfig, VZeroTrainer
 from vzero_trl.evaluate import BenchmarkEvalCallback, validation_mix
 from vzero_trl.prepare import open_dataset
+from vzero_trl.processors import load_processor
+from vzero_trl.provenance import setting_differences
+from vzero_trl.quiet import silence_unactionable_warnings
 from vzero_trl.synthetic import make_dataset
 from vzero_trl.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
 
@@ -64,10 +73,31 @@ class VZeroScriptArguments(ScriptArguments):
         default_factory=list, metadata={"help": "Per-benchmark overrides name=hub_id_or_path for benchmark_eval."}
     )
     benchmark_eval_max_new_tokens: int = field(default=1024, metadata={"help": "Token budget of those answers."})
+    eval_holdout: float | None = field(
+        default=None,
+        metadata={
+            "help": "Hold out this fraction (< 1) or number (>= 1) of the training rows, chosen with `seed`, as the "
+            "evaluation split (for data without a `dataset_test_split`); they are not trained on."
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Delete the checkpoints and run record in `output_dir` and train from scratch."},
+    )
+    accept_changed_settings: bool = field(
+        default=False,
+        metadata={
+            "help": "Resume the run in `output_dir` although settings differ from those it was started with (they "
+            "apply from the resumed step on)."
+        },
+    )
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((VZeroScriptArguments, VZeroConfig, ModelConfig))
+    parser = TrlParser((VZeroScriptArguments, VZeroConfig, ModelConfig))
+    # trackio's project (and wandb's, see `main`) is "huggingface" in TrainingArguments; a recipe or flag overrides it.
+    parser.set_defaults(project="vzero")
+    return parser
 
 
 def build_demo_assets(script_args: VZeroScriptArguments, training_args: VZeroConfig, model_args: ModelConfig) -> None:
@@ -90,9 +120,153 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
     return str(complete[-1]) if complete else None
 
 
-def main(script_args: VZeroScriptArguments, training_args: VZeroConfig, model_args: ModelConfig) -> VZeroTrainer:
+RUN_RECORD = "vzero_run.json"
+
+# Settings that may change between a run and its resumption because they do not change what is trained: where and how
+# often things are logged, saved and pushed, and data-loading performance. Every other setting must match.
+RESUMABLE_CHANGES = frozenset({
+    "output_dir", "resume_from_checkpoint", "local_rank", "overwrite_output_dir", "accept_changed_settings",
+    "build_demo_assets", "demo_num_examples",
+    "logging_strategy", "logging_steps", "logging_first_step", "logging_nan_inf_filter", "log_level",
+    "log_level_replica", "log_on_each_node", "log_completions", "num_completions_to_print", "log_unique_prompts",
+    "report_to", "run_name", "project", "trackio_space_id", "trackio_bucket_id", "trackio_static_space_id",
+    "disable_tqdm", "skip_memory_metrics",
+    "save_strategy", "save_steps", "save_total_limit", "save_on_each_node",
+    "push_to_hub", "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo", "hub_always_push", "hub_revision",
+    "dataloader_num_workers", "dataloader_pin_memory", "dataloader_persistent_workers", "dataloader_prefetch_factor",
+    "ddp_timeout",
+})  # fmt: skip
+
+
+def run_settings(script_args: VZeroScriptArguments, training_args: VZeroConfig, model_args: ModelConfig) -> dict:
+    """Every setting of the launch that changes what is trained, JSON-ready (as `vzero_run.json` records it)."""
+    settings = {**asdict(script_args), **training_args.to_dict(), **asdict(model_args)}
+    kept = {name: value for name, value in settings.items() if name not in RESUMABLE_CHANGES}
+    return json.loads(json.dumps(kept, default=str))
+
+
+def resume_checkpoint(
+    script_args: VZeroScriptArguments, training_args: VZeroConfig, settings: dict
+) -> tuple[str | None, bool]:
+    """
+    What to do in `output_dir`: the checkpoint to resume from (`None`: from scratch), and whether the run there is
+    already finished with these settings (nothing to do). Raises `ValueError`, naming the differing settings and the
+    fixes, when resuming would continue a run under settings other than its own. Reads only; see `start_run`.
+    """
+    output_dir = Path(training_args.output_dir)
+    if script_args.overwrite_output_dir:
+        return training_args.resume_from_checkpoint, False
+    record_file = output_dir / RUN_RECORD
+    record = json.loads(record_file.read_text()) if record_file.is_file() else None
+    checkpoint = training_args.resume_from_checkpoint or last_complete_checkpoint(output_dir)
+    fixes = (
+        "Use another `--output_dir`, pass `--overwrite_output_dir` to delete its checkpoints and train from scratch, "
+        "or `--accept_changed_settings` to resume with the new settings from the resumed step on."
+    )
+    if record is None:
+        if checkpoint and not training_args.resume_from_checkpoint and not script_args.accept_changed_settings:
+            raise ValueError(
+                f"{output_dir} holds checkpoints without a record of the settings they were trained with "
+                f"({RUN_RECORD}), so resuming {checkpoint} cannot be checked. {fixes}"
+            )
+        return checkpoint, False
+    finished = record["finished_step"] is not None
+    differences = setting_differences(record["settings"], settings)
+    if differences and (checkpoint or finished) and not script_args.accept_changed_settings:
+        raise ValueError(
+            f"{output_dir} holds a run started with other settings; resuming it would mix them:\n  "
+            + "\n  ".join(differences)
+            + f"\n{fixes}"
+        )
+    return checkpoint, finished and not differences
+
+
+def start_run(script_args: VZeroScriptArguments, training_args: VZeroConfig, settings: dict) -> None:
+    """Record the run's settings in `output_dir` (after `--overwrite_output_dir` deleted the old run's checkpoints)."""
+    PartialState().wait_for_everyone()  # every process has read the old record before it changes
+    if PartialState().is_main_process:
+        output_dir = Path(training_args.output_dir)
+        if script_args.overwrite_output_dir:
+            for folder in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+                shutil.rmtree(folder)
+        write_run_record(output_dir, settings, finished_step=None)
+    PartialState().wait_for_everyone()
+
+
+def write_run_record(output_dir: Path, settings: dict, finished_step: int | None) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    record = {"settings": settings, "finished_step": finished_step}
+    partial = output_dir / f"{RUN_RECORD}.partial"  # replaced in one step: a kill never leaves half a record
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(partial, output_dir / RUN_RECORD)
+
+
+def splits(script_args: VZeroScriptArguments, training_args: VZeroConfig):
+    """
+    The training and evaluation datasets. A source without named splits (a local file, or a folder saved from one
+    `Dataset`) has no `dataset_test_split`: asking for one is an error instead of evaluating on the training data, and
+    `eval_holdout` carves an evaluation split out of the training rows.
+    """
+
+    def split(name: str):
+        return open_dataset(
+            script_args.dataset_name, script_args.dataset_config, name, streaming=script_args.dataset_streaming
+        )
+
+    # The split names of a local source: a DatasetDict folder lists them; a file, a glob or a folder saved from one
+    # `Dataset` has none (`open_dataset` returns it whole for any name). A Hub dataset checks its own split names.
+    path = Path(script_args.dataset_name)
+    named, unsplit = None, path.is_file() or any(c in path.name for c in "*?[")
+    if path.is_dir():
+        split_list = path / "dataset_dict.json"
+        named = json.loads(split_list.read_text())["splits"] if split_list.is_file() else None
+        unsplit = named is None
+    wanted = [script_args.dataset_train_split]
+    if training_args.eval_strategy != "no" and script_args.eval_holdout is None:
+        wanted.append(script_args.dataset_test_split)
+    missing = [name for name in wanted if named is not None and name not in named]
+    if missing:
+        raise ValueError(
+            f"{script_args.dataset_name} has the splits {named}, not {missing}. Set `dataset_train_split` / "
+            "`dataset_test_split` to one of them, or use `eval_holdout` to evaluate on held-out training rows."
+        )
+    if unsplit and len(wanted) == 2:
+        raise ValueError(
+            f"{script_args.dataset_name} is one dataset without splits, so `dataset_test_split` "
+            f"({script_args.dataset_test_split!r}) would be the training data itself. Set `eval_holdout: 0.05` (a "
+            "fraction or a number of rows) to evaluate on held-out training rows, save a DatasetDict with a "
+            f"{script_args.dataset_test_split!r} split, or set `eval_strategy: no`."
+        )
+    train = split(script_args.dataset_train_split)
+    if training_args.eval_strategy == "no":
+        return train, None
+    if script_args.eval_holdout is None:
+        return train, split(script_args.dataset_test_split)
+    if not isinstance(train, datasets.Dataset):
+        raise ValueError("`eval_holdout` needs a map-style dataset; it cannot split a streamed one.")
+    holdout = script_args.eval_holdout
+    if holdout <= 0:
+        raise ValueError(f"`eval_holdout` must be a fraction in (0, 1) or a number of rows >= 1, got {holdout}.")
+    parts = train.train_test_split(test_size=int(holdout) if holdout >= 1 else holdout, seed=training_args.seed)
+    return parts["train"], parts["test"]
+
+
+def main(
+    script_args: VZeroScriptArguments, training_args: VZeroConfig, model_args: ModelConfig
+) -> VZeroTrainer | None:
     if not training_args.teacher_model_name_or_path:
         raise ValueError("Set `teacher_model_name_or_path`: V-Zero distils from a local teacher model.")
+    silence_unactionable_warnings()
+    # transformers' wandb callback reads its project from WANDB_PROJECT only: use the run's `project` unless it is set.
+    os.environ.setdefault("WANDB_PROJECT", training_args.project)
+    settings = run_settings(script_args, training_args, model_args)
+    checkpoint, finished = resume_checkpoint(script_args, training_args, settings)
+    if finished:
+        PartialState().print(
+            f"{training_args.output_dir} holds a finished run with these settings: nothing to train. To train further, "
+            "raise `--max_steps` and pass `--accept_changed_settings`; to start over, pass `--overwrite_output_dir`."
+        )
+        return None
     if script_args.build_demo_assets:
         build_demo_assets(script_args, training_args, model_args)
 
@@ -104,7 +278,7 @@ def main(script_args: VZeroScriptArguments, training_args: VZeroConfig, model_ar
         "dtype": model_args.dtype,
         **(training_args.model_init_kwargs or {}),
     }
-    processor = AutoProcessor.from_pretrained(
+    processor = load_processor(
         model_args.model_name_or_path,
         revision=model_args.model_revision,
         trust_remote_code=training_args.trust_remote_code,
@@ -116,17 +290,14 @@ def main(script_args: VZeroScriptArguments, training_args: VZeroConfig, model_ar
         size["longest_edge"] = script_args.image_max_pixels or size["longest_edge"]
         processor.image_processor.size = size
 
-    def split(name: str):
-        return open_dataset(
-            script_args.dataset_name, script_args.dataset_config, name, streaming=script_args.dataset_streaming
-        )
-
+    train_dataset, eval_dataset = splits(script_args, training_args)
+    start_run(script_args, training_args, settings)
     trainer = VZeroTrainer(
         model=model_args.model_name_or_path,
         teacher_model=training_args.teacher_model_name_or_path,
         args=training_args,
-        train_dataset=split(script_args.dataset_train_split),
-        eval_dataset=split(script_args.dataset_test_split) if training_args.eval_strategy != "no" else None,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
         processing_class=processor,
         quantization_config=get_quantization_config(model_args),
         peft_config=get_peft_config(model_args),
@@ -146,13 +317,14 @@ def main(script_args: VZeroScriptArguments, training_args: VZeroConfig, model_ar
             )
         )
 
-    checkpoint = training_args.resume_from_checkpoint or last_complete_checkpoint(training_args.output_dir)
     if checkpoint is not None:
         trainer.accelerator.print(f"Resuming from {checkpoint}")
     trainer.train(resume_from_checkpoint=checkpoint)
 
     trainer.save_model(training_args.output_dir)
     trainer.create_model_card(dataset_name=script_args.dataset_name)
+    if trainer.is_world_process_zero():
+        write_run_record(Path(training_args.output_dir), settings, finished_step=trainer.state.global_step)
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
     trainer.accelerator.print(f"Saved the model, its processor and model card to {training_args.output_dir}")

@@ -27,6 +27,7 @@ from vzero_trl.benchmarks import (
     _letter,
     _paren_options,
     load_benchmark,
+    read_benchmark,
 )
 from vzero_trl.images import BadImage
 
@@ -240,6 +241,35 @@ def test_images_are_decoded_when_read(fixtures, tmp_path):
     assert items[0].image is not items[0].image  # decoded anew on every read, never kept
     with pytest.raises(BadImage, match="hrbench_8k item 7: image bytes: cannot decode"):
         _ = items[7].image
+
+
+def test_a_corrupt_image_feature_names_its_benchmark_and_item(fixtures, tmp_path):
+    # V* stores an `Image` feature: its bytes are decoded by vzero_trl, not by `datasets` (a bare OSError).
+    table = pq.read_table(fixtures["vstar"])
+    rows = table.to_pylist()
+    rows[2]["image"] = {"bytes": b"\xff\xd8\xff\xe0 truncated", "path": "sa_2.jpg"}
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), tmp_path / "vstar.parquet")
+    for limit in (None, 4):
+        items = load_benchmark("vstar", str(tmp_path / "vstar.parquet"), limit=limit)
+        assert items[1].image.size == (72, 48)
+        with pytest.raises(BadImage, match="vstar item 2: image bytes of sa_2.jpg: cannot decode"):
+            _ = items[2].image
+
+
+@pytest.mark.parametrize("limit", [None, 4])
+def test_rows_missing_a_field_are_named_and_read_benchmark_keeps_the_others(fixtures, tmp_path, limit):
+    rows = pq.read_table(fixtures["vstar"]).to_pylist()
+    for row in rows:
+        row["image"] = base64.b64encode(row["image"]["bytes"]).decode()
+    del rows[1]["label"]
+    (tmp_path / "vstar.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    source = str(tmp_path / "vstar.jsonl")
+    message = rf"vstar row 1 of {re.escape(source)}: .*\(missing or empty: label\)"
+    with pytest.raises(ValueError, match=message):
+        load_benchmark("vstar", source, limit=limit)
+    items, broken = read_benchmark("vstar", source, limit=limit)
+    assert [item.id for item in items] == ["0", "2", "3"] and [row["id"] for row in broken] == ["1"]
+    assert re.match(message, broken[0]["error"]) and broken[0]["benchmark"] == "vstar"
 
 
 def test_local_sources_agree(fixtures, tmp_path):

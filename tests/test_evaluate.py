@@ -1,17 +1,20 @@
 """The evaluation runner and script: on local fixtures in each benchmark's real schema, with the tiny model."""
 
+import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from benchmark_fixtures import write_all_fixtures
+from benchmark_fixtures import encode, picture, write_all_fixtures
+from safetensors.torch import load_file, save_file
 
 from vzero_trl.answers import score_item
-from vzero_trl.benchmarks import BENCHMARKS, load_benchmark
+from vzero_trl.benchmarks import BENCHMARKS, LazyEvalItem, load_benchmark
 from vzero_trl.evaluate import (
     EvaluateConfig,
     PresencePenalty,
@@ -21,6 +24,7 @@ from vzero_trl.evaluate import (
     read_predictions,
     validation_mix,
 )
+from vzero_trl.images import BadImage
 from vzero_trl.tiny import TINY_STUDENT, ensure_tiny_vlm
 
 
@@ -105,8 +109,8 @@ def answering(correct: bool):
 
 
 @pytest.mark.parametrize("correct,score", [(True, 100.0), (False, 0.0)])
-def test_every_benchmark_scores_all_right_and_all_wrong(fixtures, tmp_path, correct, score):
-    summary = evaluate(config(tmp_path, "unused", fixtures, limit=None), generator=answering(correct))
+def test_every_benchmark_scores_all_right_and_all_wrong(fixtures, tiny_model, tmp_path, correct, score):
+    summary = evaluate(config(tmp_path, tiny_model, fixtures, limit=None), generator=answering(correct))
     assert set(summary["benchmarks"]) == set(BENCHMARKS)
     for name, scores in summary["benchmarks"].items():
         assert scores["score"] == score, name
@@ -118,7 +122,7 @@ def test_every_benchmark_scores_all_right_and_all_wrong(fixtures, tmp_path, corr
     assert "| V-Zero-4B (Ours) (paper) | 89.0 | 87.8 | 82.6 | 57.8 | 69.8 | 74.4 | 79.3 | 76.9 |" in report
 
 
-def test_open_ended_answers_go_to_the_judge_only_when_the_rules_do_not_decide(fixtures, tmp_path):
+def test_open_ended_answers_go_to_the_judge_only_when_the_rules_do_not_decide(fixtures, tiny_model, tmp_path):
     calls = []
 
     def judge(question, reference, prediction):
@@ -126,7 +130,7 @@ def test_open_ended_answers_go_to_the_judge_only_when_the_rules_do_not_decide(fi
         return True
 
     evaluate(
-        config(tmp_path, "unused", fixtures, limit=None, benchmarks=["zoombench"]),
+        config(tmp_path, tiny_model, fixtures, limit=None, benchmarks=["zoombench"]),
         generator=answering(False),
         judge=judge,
     )
@@ -236,8 +240,14 @@ def test_training_callback_logs_benchmark_scores(fixtures, tmp_path):
         for name in ("vstar", "mme_realworld")
         for item in load_benchmark(name, str(fixtures / f"{name}.parquet"), limit=3)
     ]
+
+    def corrupt():
+        raise BadImage("unreadable_image", "image bytes: cannot decode (OSError: truncated)")
+
+    items.insert(1, LazyEvalItem("vstar", "broken", corrupt, "Q?", "A", "mcq", {"A": "a", "B": "b"}))
     trainer.add_callback(BenchmarkEvalCallback(trainer, items, eval_steps=2, batch_size=2, max_new_tokens=4))
-    trainer.train()
+    with pytest.warns(UserWarning, match="Benchmark evaluation skips vstar item broken: image bytes: cannot decode"):
+        trainer.train()
     logged = [entry for entry in trainer.state.log_history if "benchmark/vstar" in entry]
     assert len(logged) == 1 and logged[0]["step"] == 2
     assert 0.0 <= logged[0]["benchmark/mme_realworld"] <= 100.0
@@ -245,3 +255,123 @@ def test_training_callback_logs_benchmark_scores(fixtures, tmp_path):
         (logged[0]["benchmark/vstar"] + logged[0]["benchmark/mme_realworld"]) / 2
     )
     assert trainer.model.training  # the callback puts the model back in training mode
+
+
+def counting(generate):
+    """`generate`, counting the questions it is asked in `.asked`."""
+
+    def wrapped(items, seed):
+        wrapped.asked += len(items)
+        return generate(items, seed)
+
+    wrapped.asked = 0
+    return wrapped
+
+
+def test_a_rerun_with_other_settings_is_refused_naming_them(fixtures, tiny_model, tmp_path):
+    first = config(tmp_path, tiny_model, fixtures, benchmarks=["vstar"], limit=2)
+    evaluate(first, generator=answering(True))
+    predictions = (tmp_path / "eval" / "predictions.jsonl").read_text()
+
+    for overrides, named in (
+        ({"protocol": "greedy"}, "protocol: 'zwz' -> 'greedy'"),
+        ({"max_new_tokens": 7}, "protocol.max_new_tokens: 6 -> 7"),
+        ({"max_pixels": 64 * 64}, "max_pixels: 16384 -> 4096"),
+        ({"enable_thinking": True}, "enable_thinking: False -> True"),
+        ({"batch_size": 1}, "batch_size: 2 -> 1"),
+    ):
+        with pytest.raises(ValueError, match="other settings") as refused:
+            evaluate(
+                config(tmp_path, tiny_model, fixtures, benchmarks=["vstar"], **overrides), generator=answering(False)
+            )
+        assert (
+            named in str(refused.value)
+            and "--output_dir" in str(refused.value)
+            and "--overwrite" in str(refused.value)
+        )
+    assert (tmp_path / "eval" / "predictions.jsonl").read_text() == predictions  # nothing generated, nothing written
+
+    # Other benchmark data under the same name: its fingerprint differs.
+    other_data = tmp_path / "other_data"
+    shutil.copytree(fixtures, other_data)
+    (other_data / "vstar.parquet").write_bytes((fixtures / "mmstar.parquet").read_bytes())
+    with pytest.raises(ValueError, match=r"data\.vstar: "):
+        evaluate(config(tmp_path, tiny_model, other_data, benchmarks=["vstar"]), generator=answering(False))
+
+    # The same settings resume: only the new items are asked, and another benchmark can be added.
+    generate = counting(answering(True))
+    summary = evaluate(config(tmp_path, tiny_model, fixtures, benchmarks=["vstar", "mmstar"], limit=3), generate)
+    assert generate.asked == 1 + 3 and summary["benchmarks"]["vstar"]["items"] == 3
+
+    # --overwrite starts over with the new settings.
+    generate = counting(answering(False))
+    summary = evaluate(
+        config(tmp_path, tiny_model, fixtures, benchmarks=["vstar"], protocol="greedy", overwrite=True), generate
+    )
+    assert generate.asked == 4 and summary["benchmarks"]["vstar"]["score"] == 0.0
+
+
+def test_another_model_or_changed_weights_are_refused(fixtures, tiny_model, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    evaluate(config(tmp_path, model, fixtures, benchmarks=["vstar"]), generator=answering(True))
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model, other)
+    with pytest.raises(ValueError, match=f"model: '{model}' -> '{other}'"):
+        evaluate(config(tmp_path, other, fixtures, benchmarks=["vstar"]), generator=answering(True))
+
+    # The same folder, retrained in place: its weights fingerprint differs.
+    weights = load_file(model / "model.safetensors")
+    name = next(iter(weights))
+    weights[name] = weights[name] + 1
+    save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="model_fingerprint: 'sha256:"):
+        evaluate(config(tmp_path, model, fixtures, benchmarks=["vstar"]), generator=answering(True))
+
+
+def test_a_missing_model_is_an_error_before_anything_is_written(fixtures, tmp_path):
+    for missing in (str(tmp_path / "no-such-model"), "./no-such-model"):
+        with pytest.raises(FileNotFoundError, match="neither a local folder nor a Hub id"):
+            evaluate(config(tmp_path, missing, fixtures), generator=answering(True))
+    # An owner/name that is neither a folder nor on the Hub (the tests run offline, with nothing in the cache).
+    with pytest.raises(ValueError, match="cannot be resolved"):
+        evaluate(config(tmp_path, "nobody-vzero-tests/no-such-model", fixtures), generator=answering(True))
+    assert not (tmp_path / "eval").exists()
+
+
+def test_predictions_without_a_record_of_their_settings_are_not_reused(fixtures, tiny_model, tmp_path):
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "predictions.jsonl").write_text(json.dumps({"benchmark": "vstar", "id": "0", "correct": True}) + "\n")
+    with pytest.raises(ValueError, match="no record of the model and settings"):
+        evaluate(config(tmp_path, tiny_model, fixtures, benchmarks=["vstar"]), generator=answering(False))
+
+
+def test_rows_that_cannot_be_asked_are_recorded_as_errors_and_the_run_goes_on(tiny_model, tmp_path):
+    # A local V* copy in its public schema (jsonl, base64 images): a corrupt image, and a row without its `label`.
+    rows = []
+    for i in range(4):
+        image = base64.b64encode(encode(picture((64 + 8 * i, 48), (200, 150, 40)))).decode()
+        text = "What is the colour of the cup?\n(A) red\n(B) blue\nAnswer with the option's letter."
+        rows.append({"question_id": i, "image": image, "text": text, "label": "A", "category": "direct_attributes"})
+    rows[1]["image"] = base64.b64encode(b"\xff\xd8\xff\xe0 not really a jpeg").decode()
+    del rows[2]["label"]
+    source = tmp_path / "vstar.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    generate = counting(answering(True))
+    run = config(tmp_path, tiny_model, tmp_path, benchmarks=["vstar"], sources=[f"vstar={source}"], limit=None)
+    summary = evaluate(run, generator=generate)
+    assert generate.asked == 2
+    vstar = summary["benchmarks"]["vstar"]
+    assert (vstar["items"], vstar["errors"], vstar["score"]) == (2, 2, 100.0)
+    errors = {
+        r["id"]: r["error"] for r in read_predictions(tmp_path / "eval" / "predictions.jsonl").values() if "error" in r
+    }
+    assert set(errors) == {"1", "2"}
+    assert errors["1"].startswith("vstar item 1:") and "cannot decode" in errors["1"]
+    assert errors["2"].startswith(f"vstar row 2 of {source}:") and "(missing or empty: label)" in errors["2"]
+    assert "2 item(s) could not be asked" in (tmp_path / "eval" / "report.md").read_text()
+    # A rerun does not ask them again.
+    assert evaluate(run, generator=counting(answering(True)))["benchmarks"]["vstar"]["errors"] == 2

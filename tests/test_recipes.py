@@ -1,6 +1,9 @@
 """Every recipe parses with the training script's own parser (unknown keys rejected), and every accelerate config loads."""
 
 import re
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -36,7 +39,7 @@ def test_there_are_recipes_for_the_paper_and_its_ablations():
         "qwen3.5-4b/vzero_teacher_9b.yaml",
         "qwen3.5-4b/vzero_g4.yaml",
     } <= names
-    assert {p.stem for p in ACCELERATE} == {"single_gpu", "ddp", "zero2", "zero3", "fsdp2"}
+    assert {p.stem for p in ACCELERATE} == {"cpu", "single_gpu", "ddp", "zero2", "zero3", "fsdp2"}
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.relative_to(ROOT / "configs").as_posix())
@@ -97,6 +100,7 @@ def test_command_line_overrides_the_recipe(script, tmp_path):
 def test_accelerate_config_loads(config):
     loaded = load_config_from_file(str(config))
     expected = {
+        "cpu": ("NO", 1),
         "single_gpu": ("NO", 1),
         "ddp": ("MULTI_GPU", 8),
         "zero2": ("DEEPSPEED", 8),
@@ -109,3 +113,52 @@ def test_accelerate_config_loads(config):
     if config.stem == "fsdp2":
         assert loaded.fsdp_config["fsdp_version"] == 2
     assert f"--config_file configs/accelerate/{config.name}" in config.read_text().splitlines()[1]
+
+
+def test_a_temperature_other_than_one_is_rejected_with_the_fix(script, tmp_path):
+    # The sampled-token loss estimates the reverse KL of the distribution the rollouts come from: the student's own.
+    with pytest.raises(ValueError, match=r"`temperature` must be 1.0, got 0.7.*Remove `temperature`"):
+        script.make_parser().parse_args_and_config(
+            ["--config", str(ROOT / "configs" / "demo.yaml"), "--output_dir", str(tmp_path), "--temperature", "0.7"]
+        )
+
+
+def test_the_demo_launch_gives_accelerate_every_setting(tmp_path):
+    # Without a config file, `accelerate launch` warns on every run that num_processes was set to 0 (and more).
+    demo = re.search(r"^demo:.*\n\t(.*)$", (ROOT / "Makefile").read_text(), re.MULTILINE).group(1)
+    assert "launch --config_file configs/accelerate/cpu.yaml scripts/vzero.py --config configs/demo.yaml" in demo
+    (tmp_path / "hello.py").write_text("print('hello')\n")
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/cpu.yaml"]
+    result = subprocess.run(
+        [*command, str(tmp_path / "hello.py")], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and result.stdout == "hello\n"
+    assert "were not passed" not in result.stderr and "num_processes" not in result.stderr
+
+
+def test_the_tracking_project_defaults_to_vzero(script, tmp_path):
+    recipe = ["--config", str(ROOT / "configs" / "demo.yaml"), "--output_dir", str(tmp_path)]
+    assert script.make_parser().parse_args_and_config(recipe)[1].project == "vzero"
+    assert script.make_parser().parse_args_and_config([*recipe, "--project", "mine"])[1].project == "mine"
+
+
+def test_torchvision_is_declared_where_real_models_run_and_kept_off_the_cpu_setup():
+    # Real Qwen3.5 processors need torchvision ("Qwen3VLVideoProcessor requires the Torchvision library"); the CPU
+    # test set-up (`make install`: the `test` extra) must not get it.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert any(r.startswith("torchvision") for r in extras["gpu"]) and any(
+        r.startswith("torchvision") for r in extras["vllm"]
+    )
+    assert not any(r.startswith("torchvision") for r in [*project["dependencies"], *extras["test"]])
+    makefile = (ROOT / "Makefile").read_text()
+    assert "EXTRAS ?= test\n" in makefile and 'pip install --quiet -e ".[$(EXTRAS)]"' in makefile
+
+    # vzero_trl is not on PyPI: every install command in the docs installs from the clone.
+    readme = (ROOT / "README.md").read_text()
+    assert 'pip install -e ".[gpu,vllm,deepspeed]"' in readme
+    documents = [
+        readme,
+        *(p.read_text() for p in [*ACCELERATE, *(ROOT / "vzero_trl").glob("*.py"), *(ROOT / "scripts").glob("*.py")]),
+    ]
+    assert not any('pip install "vzero_trl' in text or "pip install vzero_trl[" in text for text in documents)

@@ -248,9 +248,28 @@ def load_benchmark(
 
     Raises:
         ValueError: For an unknown benchmark, a bad `limit`, a source lacking a column the adapter reads (the message
-            names them and the expected schema), an unsupported local file, an empty source, or a row whose gold answer
-            is not one of its option letters.
+            names them and the expected schema), an unsupported local file, an empty source, or a row that is not a
+            question (a missing or empty field, a gold answer that is not one of its option letters), named by its id.
+            [`read_benchmark`] keeps the other rows instead.
         FileNotFoundError: For a local path that does not exist.
+    """
+    items, broken = read_benchmark(name, source, revision=revision, limit=limit)
+    if broken:
+        raise ValueError(broken[0]["error"])
+    return items
+
+
+def read_benchmark(
+    name: Benchmark, source: str | None = None, *, revision: str | None = None, limit: int | None = None
+) -> tuple[list[EvalItem], list[dict[str, str]]]:
+    """
+    [`load_benchmark`], but a row that is not a question (a missing or empty field, a gold answer that is not one of
+    its option letters) does not stop the others: it is returned apart, as `{"benchmark", "id", "error"}` with the
+    error naming the benchmark, the row and the source. Within `limit`, items and broken rows together are the first
+    `limit` rows.
+
+    Returns:
+        `tuple[list[EvalItem], list[dict]]`: The items, and the broken rows.
     """
     if name not in DATASETS:
         raise ValueError(f"Unknown benchmark {name!r}; choose from {list(BENCHMARKS)}.")
@@ -258,17 +277,21 @@ def load_benchmark(
         raise ValueError(f"`limit` must be a positive number of rows or None, got {limit}.")
     spec = DATASETS[name]
     where = str(source or spec.dataset)
-    items = []
+    items, broken = [], []
     for position, (row, image) in enumerate(islice(_rows(name, spec, source, revision, limit), limit)):
         item_id = str(row[spec.id]) if spec.id in row else str(position)
         try:
             fields = item_fields(name, row)
-        except ValueError as error:
-            raise ValueError(f"{name} row {item_id} of {where}: {error}") from error
-        items.append(LazyEvalItem(name, item_id, image, **fields))
-    if not items:
+        except (KeyError, ValueError, TypeError, AttributeError) as error:  # a missing or None field, a wrong answer
+            reason = f"no field {error.args[0]!r}" if isinstance(error, KeyError) else str(error).rstrip(".")
+            empty = [need for need in spec.columns if all(row.get(c) is None for c in need.split("|"))]
+            reason += f" (missing or empty: {', '.join(empty)})." if empty else "."
+            broken.append({"benchmark": name, "id": item_id, "error": f"{name} row {item_id} of {where}: {reason}"})
+        else:
+            items.append(LazyEvalItem(name, item_id, image, **fields))
+    if not items and not broken:
         raise ValueError(f"{where} holds no {name} rows (split {spec.split!r}).")
-    return items
+    return items, broken
 
 
 def item_fields(name: Benchmark, row: dict) -> dict:
@@ -297,7 +320,7 @@ def _rows(
     name: str, spec: BenchmarkSource, source: str | None, revision: str | None, limit: int | None
 ) -> Iterator[tuple[dict, Callable[[], Image.Image]]]:
     """The rows of a source, without their image, each with a function decoding its image."""
-    if source and _is_local(source):
+    if source and is_local_source(source):
         path = Path(source).expanduser()
         if revision is not None:
             raise ValueError(f"`revision` is for Hub datasets; {source} is a local path.")
@@ -326,11 +349,14 @@ def _rows(
     if limit is None:
         yield from _dataset_rows(name, spec, loaded, dataset_id, None)
     else:
+        if isinstance((loaded.features or {}).get(spec.image), datasets.Image):
+            loaded = loaded.cast_column(spec.image, datasets.Image(decode=False))  # decoded by `load_image`
         yield from _memory_rows(name, spec, loaded, dataset_id, None)
 
 
-def _is_local(source: str) -> bool:
-    # A Hub id ("owner/name") also reads as a relative path: only an existing path or a file name counts as local.
+def is_local_source(source: str) -> bool:
+    """Whether `source` names a local path rather than a Hub id: an existing path, a `.parquet`/`.jsonl` file name, or
+    a path starting with `.`, `/` or `~` (a Hub id "owner/name" also reads as a relative path)."""
     return Path(source).expanduser().exists() or source.endswith((".parquet", ".jsonl")) or source[0] in "./~"
 
 
@@ -373,8 +399,11 @@ def _dataset_rows(
 ) -> Iterator[tuple[dict, Callable[[], Image.Image]]]:
     _check_columns(name, spec, dataset.column_names, where)
     # The text fields are read without touching any image; an item reads its image from the memory-mapped table.
+    # Encoded bytes, not decoded by `datasets`: `load_image` decodes them, so a corrupt image raises `BadImage`.
     images = dataset.select_columns([spec.image])
     pictures = [column for column, kind in dataset.features.items() if isinstance(kind, datasets.Image)]
+    if spec.image in pictures:
+        images = images.cast_column(spec.image, datasets.Image(decode=False))
     for position, row in enumerate(dataset.remove_columns(sorted({spec.image, *pictures}))):
         yield row, partial(_dataset_image, images, position, spec.image, image_dir)
 

@@ -2,6 +2,7 @@
 hyper-parameters used) and dataset cards (schema, how the crops were made, kept and rejected counts)."""
 
 import importlib.resources
+import json
 import os
 import re
 from importlib.metadata import version
@@ -73,10 +74,17 @@ def training_summary(log_history: list[dict[str, float]]) -> tuple[list[tuple[st
     last = steps[-1]
     metrics = [(name, f"{last[name]:.4g}") for name in CARD_METRICS if last.get(name) is not None]
     runtime = next((entry["train_runtime"] for entry in reversed(log_history) if "train_runtime" in entry), None)
-    caption = f"Values logged at step {last['step']}" + (
-        f"; training took {runtime / 3600:.2f} h." if runtime else "."
-    )
+    caption = f"Values logged at step {last['step']}" + (f"; training took {duration(runtime)}." if runtime else ".")
     return metrics, caption
+
+
+def duration(seconds: float) -> str:
+    """`"2.00 h"`, `"12.5 min"` or `"42 s"`: hours from one hour on, minutes from one minute on, else seconds."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.2f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.0f} s"
 
 
 def build_model_card(
@@ -94,7 +102,12 @@ def build_model_card(
     trackio_url: str | None = None,
 ) -> ModelCard:
     """
-    Render the V-Zero model card.
+    Render the V-Zero model card of the model saved in `args.output_dir`.
+
+    What was saved there decides two things the card says: a folder with `adapter_config.json` is a LoRA adapter (the
+    card says so, and that PEFT loads it onto the base model), and a processor saved as the torchvision-free
+    `Qwen3VLImageOnlyProcessor` needs `import vzero_trl.processors` before transformers can load it (the quick start
+    starts with that import).
 
     Args:
         args ([`VZeroConfig`]):
@@ -121,7 +134,13 @@ def build_model_card(
     Returns:
         [`~huggingface_hub.ModelCard`]: the card, ready to `save` or `push_to_hub`.
     """
-    base_model = hub_id(base_model)
+    saved = Path(args.output_dir)
+    adapter = (saved / "adapter_config.json").is_file()
+    processor_file = saved / "processor_config.json"
+    image_only = processor_file.is_file() and (
+        json.loads(processor_file.read_text())["processor_class"] == "Qwen3VLImageOnlyProcessor"
+    )
+    base_model_name, base_model = base_model, hub_id(base_model)
     hyperparameters = [(name, getattr(args, name)) for name in CARD_HYPERPARAMETERS]
     length = ("max_steps", args.max_steps) if args.max_steps > 0 else ("num_train_epochs", args.num_train_epochs)
     rollouts = args.per_device_train_batch_size * args.gradient_accumulation_steps * num_processes
@@ -134,10 +153,10 @@ def build_model_card(
     card_data = ModelCardData(
         base_model=base_model,
         datasets=[hub_id(dataset_name)] if hub_id(dataset_name) else None,
-        library_name="transformers",
+        library_name="peft" if adapter else "transformers",
         pipeline_tag="image-text-to-text",
         model_name=model_name,
-        tags=["generated_from_trainer", *tags],
+        tags=["generated_from_trainer", *(["lora"] if adapter else []), *tags],
     )
     template = importlib.resources.files("vzero_trl.model_cards") / "model_card.md"
     return ModelCard.from_template(
@@ -146,6 +165,9 @@ def build_model_card(
         model_name=model_name,
         model_id=args.hub_model_id or model_name,
         base_model=base_model,
+        base_model_name=base_model_name,
+        adapter=adapter,
+        image_only_processor=image_only,
         teacher_model=teacher_model,
         teacher_is_hub=hub_id(teacher_model) is not None,
         dataset_name=dataset_name,

@@ -95,9 +95,9 @@ class VZeroConfig(DistillationConfig):
 
     > [!NOTE]
     > V-Zero uses these inherited fields with the meaning they have in [`~trl.DistillationConfig`]: `beta` must stay
-    > `1.0` (reverse KL), `temperature` applies to sampling and to every log-probability (keep `1.0` as the paper),
-    > and `chat_template_kwargs` (e.g. `{"enable_thinking": false}` for Qwen3.5) applies to the student prompt and to
-    > both teacher views alike.
+    > `1.0` (reverse KL), `temperature` must stay `1.0` (rollouts are sampled from, and scored under, the student's
+    > own distribution, as in the paper), and `chat_template_kwargs` (e.g. `{"enable_thinking": false}` for Qwen3.5)
+    > applies to the student prompt and to both teacher views alike.
     """
 
     # Parameters that control the rollouts
@@ -249,6 +249,13 @@ class VZeroConfig(DistillationConfig):
             raise ValueError(
                 f"V-Zero distills with the reverse KL, so `beta` must be 1.0, got {self.beta}. Remove `beta` from the "
                 "config."
+            )
+        if self.temperature != 1.0:
+            raise ValueError(
+                f"V-Zero samples and scores rollouts at temperature 1, so `temperature` must be 1.0, got "
+                f"{self.temperature}: the sampled-token loss (eq. 24) estimates the reverse KL of the distribution the "
+                "rollouts were sampled from, and the paper distils the student's own distribution. Remove "
+                "`temperature` from the config."
             )
         if not self.crop_column or not self.negative_crop_column:
             raise ValueError(

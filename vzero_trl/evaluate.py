@@ -13,15 +13,20 @@ Each answer is extracted and scored by `vzero_trl.answers` (letters by rule; Zoo
 deterministic normaliser, or by an optional judge model); each benchmark is aggregated as it defines its score.
 Predictions are appended to `predictions.jsonl` one batch at a time, and every batch is sampled from a seed derived
 from the run seed and the batch's position, so a rerun skips what is done and ends with the same report as an
-uninterrupted run. `summary.json` holds every score and `report.md` the Table 1 layout beside the paper's rows.
+uninterrupted run. `run.json` records what the predictions come from (the model's weights or Hub commit, the protocol,
+generation and pixel settings, each benchmark's data): a rerun with anything else in the same `output_dir` is refused,
+naming the differences. A benchmark row that cannot be asked (a corrupt image, a missing field) is recorded as an error
+with its benchmark and id, left out of the score and counted in the report. `summary.json` holds every score and
+`report.md` the Table 1 layout beside the paper's rows.
 """
 
 import hashlib
 import json
 import math
 import random
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -30,7 +35,10 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessor, TrainerCallback
 
 from .answers import PAPER_ROWS, ZWZ_SYSTEM_PROMPT, aggregate, score_item, table_row
-from .benchmarks import BENCHMARKS, EvalItem, load_benchmark
+from .benchmarks import BENCHMARKS, DATASETS, EvalItem, is_local_source, load_benchmark, read_benchmark
+from .card import hub_id
+from .images import BadImage
+from .provenance import NOT_MODEL_FILES, fingerprint, hub_commit, setting_differences
 
 
 @dataclass(frozen=True)
@@ -67,8 +75,13 @@ class EvaluateConfig:
     Parameters:
         model (`str`):
             Checkpoint to evaluate: a local folder or a Hub id (a LoRA adapter folder must be merged first).
+        revision (`str`, *optional*):
+            Branch, tag or commit of a Hub `model` (default branch when unset). The commit it points to is recorded.
         output_dir (`str`):
-            Where `predictions.jsonl`, `summary.json` and `report.md` go.
+            Where `predictions.jsonl`, `run.json`, `summary.json` and `report.md` go.
+        overwrite (`bool`, *optional*, defaults to `False`):
+            Delete the predictions already in `output_dir` and start over. Without it, a rerun resumes, and is refused
+            if its model, data or generation settings differ from those the predictions were made with.
         benchmarks (`list[str]`, *optional*, defaults to all six):
             Any of `vstar`, `hrbench_4k`, `hrbench_8k`, `zoombench`, `mme_realworld`, `mmstar`.
         data_dir (`str`, *optional*):
@@ -81,7 +94,8 @@ class EvaluateConfig:
         protocol (`str`, *optional*, defaults to `"zwz"`):
             `"zwz"` or `"greedy"`, see the module docstring.
         backend (`str`, *optional*, defaults to `"transformers"`):
-            `"transformers"` or `"vllm"` (much faster; needs a GPU and `pip install "vzero_trl[vllm]"`).
+            `"transformers"` or `"vllm"` (much faster; needs a GPU and the `vllm` extra: `pip install -e
+            ".[gpu,vllm]"` in the clone).
         batch_size (`int`, *optional*, defaults to `8`):
             Questions generated together; also the unit of resuming.
         min_pixels (`int`, *optional*, defaults to `65536`), max_pixels (`int`, *optional*, defaults to `16777216`):
@@ -103,6 +117,8 @@ class EvaluateConfig:
 
     model: str = field(metadata={"help": "Checkpoint: local folder or Hub id."})
     output_dir: str = field(metadata={"help": "Output folder."})
+    revision: str | None = field(default=None, metadata={"help": "Branch, tag or commit of a Hub model."})
+    overwrite: bool = field(default=False, metadata={"help": "Delete the predictions in output_dir and start over."})
     benchmarks: list[str] = field(default_factory=lambda: list(BENCHMARKS), metadata={"help": "Benchmarks to run."})
     data_dir: str | None = field(default=None, metadata={"help": "Folder of local <benchmark>.parquet copies."})
     sources: list[str] = field(default_factory=list, metadata={"help": "Overrides name=hub_id_or_path."})
@@ -133,6 +149,8 @@ class EvaluateConfig:
             raise ValueError(f"`backend` must be 'transformers' or 'vllm', got {self.backend!r}.")
         if self.batch_size < 1 or (self.limit is not None and self.limit < 1):
             raise ValueError("`batch_size` and `limit` must be >= 1.")
+        if self.revision is not None and Path(self.model).expanduser().exists():
+            raise ValueError(f"`revision` ({self.revision!r}) is for Hub models; {self.model} is a local folder.")
 
     def source(self, benchmark: str) -> str | None:
         """Where a benchmark is read from: an explicit source, a local copy in `data_dir`, or its Hub default."""
@@ -191,10 +209,12 @@ class TransformersGenerator:
 
         from . import processors  # noqa: F401  (the embedded tiny models' processor)
 
-        processor = AutoProcessor.from_pretrained(config.model, padding_side="left")
+        processor = AutoProcessor.from_pretrained(config.model, revision=config.revision, padding_side="left")
         processor.image_processor.size = {"shortest_edge": config.min_pixels, "longest_edge": config.max_pixels}
         device_map = "auto" if torch.cuda.is_available() else None
-        model = AutoModelForImageTextToText.from_pretrained(config.model, dtype=config.dtype, device_map=device_map)
+        model = AutoModelForImageTextToText.from_pretrained(
+            config.model, revision=config.revision, dtype=config.dtype, device_map=device_map
+        )
         return cls(model.eval(), processor, config.decoding(), config.enable_thinking)
 
     @torch.no_grad()
@@ -229,9 +249,10 @@ class VLLMGenerator:
         from transformers import AutoProcessor
         from vllm import LLM
 
-        self.processor = AutoProcessor.from_pretrained(config.model)
+        self.processor = AutoProcessor.from_pretrained(config.model, revision=config.revision)
         self.llm = LLM(
             model=config.model,
+            revision=config.revision,
             dtype=config.dtype,
             tensor_parallel_size=config.tensor_parallel_size,
             gpu_memory_utilization=config.gpu_memory_utilization,
@@ -301,6 +322,85 @@ def read_predictions(path: Path) -> dict[tuple[str, str], dict]:
     return records
 
 
+def run_record(config: EvaluateConfig) -> dict:
+    """
+    What the predictions of a run come from, as `run.json` records it: the model (a local folder's path and the
+    fingerprint of its files, training state left out; or a Hub id and the commit of `revision`), every setting that
+    changes a response or its verdict, and each benchmark's data (a local copy's path and fingerprint, or a Hub id and
+    commit). Not recorded, because they do not change the predictions: `output_dir`, `limit` and `benchmarks` (a rerun
+    may ask for more items or benchmarks), the vLLM resource settings.
+
+    Raises:
+        FileNotFoundError: For a `model` that is neither a local folder nor a Hub id.
+        ValueError: For a Hub model or dataset that cannot be resolved to a commit.
+    """
+    path = Path(config.model).expanduser()
+    if path.is_dir():
+        weights = fingerprint(path, skip=NOT_MODEL_FILES, recursive=False)
+        model = {"model": str(path.resolve()), "model_fingerprint": weights}
+    elif hub_id(config.model) and not is_local_source(config.model):
+        model = {"model": config.model, "model_fingerprint": hub_commit(config.model, config.revision)}
+    else:
+        raise FileNotFoundError(
+            f"`model` {config.model!r} is neither a local folder nor a Hub id (owner/name). Pass a checkpoint folder "
+            "(for example outputs/demo/vzero-tiny) or a Hub id (for example Qwen/Qwen3.5-4B)."
+        )
+    settings = dict(
+        protocol=config.protocol,
+        backend=config.backend,
+        dtype=config.dtype,
+        batch_size=config.batch_size,  # fixes each batch's sampling seed
+        min_pixels=config.min_pixels,
+        max_pixels=config.max_pixels,
+        seed=config.seed,
+        enable_thinking=config.enable_thinking,
+        judge_model=config.judge_model,
+    )
+    protocol = {f"protocol.{key}": value for key, value in asdict(config.decoding()).items()}
+    data = {f"data.{name}": _data_record(name, config.source(name)) for name in config.benchmarks}
+    return {**model, **settings, **protocol, **data}
+
+
+def _data_record(name: str, source: str | None) -> str:
+    if source and is_local_source(source):
+        path = Path(source).expanduser().resolve()
+        return f"{path} {fingerprint(path)}" if path.exists() else str(path)  # a missing path fails when loaded
+    spec = DATASETS[name]
+    revision = spec.revision if source in (None, spec.dataset) else None
+    return f"{source or spec.dataset}@{hub_commit(source or spec.dataset, revision, repo_type='dataset')}"
+
+
+def check_output_dir(config: EvaluateConfig, record: dict) -> None:
+    """
+    Refuse to add to predictions made by another run: `output_dir/run.json` must match `record` (the data of
+    benchmarks only one of them has is not compared). With `config.overwrite`, the old outputs are deleted instead.
+    """
+    output_dir = Path(config.output_dir)
+    files = [output_dir / name for name in ("predictions.jsonl", "run.json", "summary.json", "report.md")]
+    if config.overwrite:
+        for file in files:
+            file.unlink(missing_ok=True)
+        return
+    fix = "Use a new `--output_dir`, or pass `--overwrite` to delete them and start over."
+    if not files[1].is_file():
+        if files[0].is_file():
+            raise ValueError(
+                f"{files[0]} has no record of the model and settings its predictions come from (no run.json), so "
+                f"they cannot be reused safely. {fix}"
+            )
+        return
+    recorded = json.loads(files[1].read_text())
+    shared = {key for key in recorded.keys() & record.keys() if key.startswith("data.")}
+    compared = {key for key in recorded.keys() | record.keys() if not key.startswith("data.")} | shared
+    differences = setting_differences(
+        {k: v for k, v in recorded.items() if k in compared}, {k: v for k, v in record.items() if k in compared}
+    )
+    if differences:
+        raise ValueError(
+            f"{output_dir} holds predictions made with other settings:\n  " + "\n  ".join(differences) + f"\n{fix}"
+        )
+
+
 def evaluate(
     config: EvaluateConfig,
     generator: Callable[[Sequence[EvalItem], int], list[str]] | None = None,
@@ -317,12 +417,23 @@ def evaluate(
         judge (`Callable`, *optional*):
             `(question, reference, prediction) -> bool` for open-ended answers; built from `config.judge_model`.
     """
+    record = run_record(config)
+    if not Path(config.model).expanduser().is_dir():  # load exactly the commit the predictions are recorded under
+        config = replace(config, revision=record["model_fingerprint"])
+    check_output_dir(config, record)
     output_dir = Path(config.output_dir)
+    loaded = {name: read_benchmark(name, config.source(name), limit=config.limit) for name in config.benchmarks}
     output_dir.mkdir(parents=True, exist_ok=True)
+    run_file = output_dir / "run.json"
+    recorded = json.loads(run_file.read_text()) if run_file.is_file() else {}
+    run_file.write_text(json.dumps({**recorded, **record}, indent=2) + "\n")
+
     predictions = output_dir / "predictions.jsonl"
     _drop_unterminated_line(predictions)
     done = read_predictions(predictions)
-    items = {name: load_benchmark(name, config.source(name), limit=config.limit) for name in config.benchmarks}
+    items = {name: benchmark_items for name, (benchmark_items, _) in loaded.items()}
+    broken = [row for _, rows in loaded.values() for row in rows if (row["benchmark"], row["id"]) not in done]
+    _append(predictions, done, broken)
     pending = {
         name: [
             batch
@@ -342,25 +453,43 @@ def evaluate(
     ) as bar:
         for name, batches in pending.items():
             for batch in batches:
-                responses = generator(
-                    [item for _, item in batch], batch_seed(config.seed, name, batch[0][0] // config.batch_size)
-                )
-                with open(predictions, "a") as file:
-                    for (_, item), response in zip(batch, responses, strict=True):
-                        record = _record(item, response, judge)
-                        done.setdefault((name, item.id), record)
-                        file.write(json.dumps(record) + "\n")
+                shown, failed = _decoded(batch)
+                seed = batch_seed(config.seed, name, batch[0][0] // config.batch_size)
+                responses = generator(shown, seed) if shown else []
+                records = [_record(item, response, judge) for item, response in zip(shown, responses, strict=True)]
+                _append(predictions, done, failed + records)
                 bar.update(len(batch))
 
     summary = {"model": config.model, "protocol": config.protocol, "limit": config.limit, "benchmarks": {}}
-    for name, benchmark_items in items.items():
-        records = [done[(name, item.id)] for item in benchmark_items]
-        summary["benchmarks"][name] = {"items": len(records), **aggregate(name, records)}
+    for name, (benchmark_items, rows) in loaded.items():
+        ids = [item.id for item in benchmark_items] + [row["id"] for row in rows]
+        records = [done[(name, item_id)] for item_id in ids]
+        scored = [record for record in records if "error" not in record]
+        errors = [record for record in records if "error" in record]
+        summary["benchmarks"][name] = {"items": len(scored), "errors": len(errors), **aggregate(name, scored)}
     summary["table"] = table_row({name: scores["score"] for name, scores in summary["benchmarks"].items()})
     summary["settings"] = asdict(config)
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (output_dir / "report.md").write_text(report(summary))
     return summary
+
+
+def _decoded(batch: list[tuple[int, EvalItem]]) -> tuple[list[EvalItem], list[dict]]:
+    """The batch's items with their images decoded once, and an error record for each image that does not decode."""
+    shown, failed = [], []
+    for _, item in batch:
+        try:
+            shown.append(replace(item))  # reads `item.image` once
+        except BadImage as error:
+            failed.append({"benchmark": item.benchmark, "id": item.id, "error": str(error)})
+    return shown, failed
+
+
+def _append(path: Path, done: dict, records: list[dict]) -> None:
+    with open(path, "a") as file:
+        for record in records:
+            done.setdefault((record["benchmark"], record["id"]), record)
+            file.write(json.dumps(record) + "\n")
 
 
 COLUMNS = (*BENCHMARKS, "perception_avg", "avg")
@@ -388,9 +517,18 @@ def report(summary: dict) -> str:
     lines += [f"| {label} | " + " | ".join(cell(values.get(c)) for c in COLUMNS) + " |" for label, values in rows]
     lines += ["", "Perc. Avg is the mean of the first four columns; Avg the mean of all six.", ""]
     for name, scores in summary["benchmarks"].items():
-        details = ", ".join(f"{key} {value:.1f}" for key, value in scores.items() if key not in ("items", "score"))
+        details = ", ".join(
+            f"{key} {value:.1f}" for key, value in scores.items() if key not in ("items", "errors", "score")
+        )
+        errors = scores["errors"]
         lines.append(
-            f"- `{name}`: {scores['score']:.1f} over {scores['items']} items" + (f" ({details})" if details else "")
+            f"- `{name}`: {scores['score']:.1f} over {scores['items']} items"
+            + (f" ({details})" if details else "")
+            + (
+                f"; {errors} item(s) could not be asked and are left out (`error` in predictions.jsonl)"
+                if errors
+                else ""
+            )
         )
     return "\n".join(lines) + "\n"
 
@@ -460,7 +598,8 @@ class BenchmarkEvalCallback(TrainerCallback):
     """
     Scores the model being trained on a fixed list of benchmark items every `eval_steps` optimizer steps (greedy,
     the ZwZ prompt) and logs `benchmark/<name>` (each benchmark's own score) and `benchmark/avg` with the training
-    metrics. The items are split over the processes and the records gathered, so it works under DDP and ZeRO.
+    metrics. The items are split over the processes and the records gathered, so it works under DDP and ZeRO. An item
+    whose image does not decode is skipped with a warning naming its benchmark and id.
 
     Example:
 
@@ -499,10 +638,11 @@ class BenchmarkEvalCallback(TrainerCallback):
         with unwrap_model_for_generation(trainer.model_wrapped, accelerator) as model:
             generate = TransformersGenerator(model, trainer.processing_class, self.protocol)
             for batch in _batches(local, self.batch_size):
-                responses = generate([item for _, item in batch], seed=0)
-                records += [
-                    _record(item, response, None) for (_, item), response in zip(batch, responses, strict=True)
-                ]
+                shown, failed = _decoded(batch)
+                for record in failed:  # an image that does not decode must not stop training
+                    warnings.warn(f"Benchmark evaluation skips {record['error']}", stacklevel=2)
+                responses = generate(shown, seed=0) if shown else []
+                records += [_record(item, response, None) for item, response in zip(shown, responses, strict=True)]
         trainer.model.train(was_training)
         records = gather_object(records)
         scores = {}

@@ -7,7 +7,8 @@ registered with `AutoProcessor` when `vzero_trl` is imported, under a private ke
 `Qwen3VLProcessor`) are unaffected.
 """
 
-from transformers import AutoProcessor, PreTrainedConfig, Qwen3VLProcessor
+from transformers import AutoProcessor, PreTrainedConfig, ProcessorMixin, Qwen3VLProcessor
+from transformers.utils import is_torchvision_available
 
 
 class Qwen3VLImageOnlyProcessor(Qwen3VLProcessor):
@@ -36,3 +37,23 @@ class _ImageOnlyProcessorKey(PreTrainedConfig):
 
 
 AutoProcessor.register(_ImageOnlyProcessorKey, Qwen3VLImageOnlyProcessor, exist_ok=True)
+
+
+def load_processor(name_or_path: str, **kwargs) -> ProcessorMixin:
+    """
+    `AutoProcessor.from_pretrained(name_or_path, **kwargs)`, except that where torchvision is installed a checkpoint
+    saved with [`Qwen3VLImageOnlyProcessor`] (such as the tiny models) loads as the standard [`Qwen3VLProcessor`], with
+    Qwen3-VL's default video processor, so that what is saved from it (a trained model) loads with plain transformers.
+    Images and text are processed the same either way.
+    """
+    processor = AutoProcessor.from_pretrained(name_or_path, **kwargs)
+    if type(processor) is not Qwen3VLImageOnlyProcessor or not is_torchvision_available():
+        return processor
+    from transformers import Qwen3VLVideoProcessor
+
+    return Qwen3VLProcessor(
+        image_processor=processor.image_processor,
+        tokenizer=processor.tokenizer,
+        video_processor=Qwen3VLVideoProcessor(),
+        chat_template=processor.chat_template,
+    )
