@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
         overwrite=args.overwrite,
         pair_seed=args.pair_seed,
     )
-    print((open(os.path.join(args.output_dir, "results.md")).read()))
+    print(open(os.path.join(args.output_dir, "results.md")).read())
     print(f"Wrote results.json, results.md and the pictures to {args.output_dir}")
 
 

@@ -3,7 +3,8 @@
 # ///
 """Train a vision-language model with V-Zero: answer-label-free on-policy distillation with contrastive evidence gating.
 
-The embedded demo (tiny local models and synthetic data, built if absent; CPU, about a minute):
+The embedded demo (a tiny teacher and student trained here in a toy world, then V-Zero from that student; CPU, a few
+minutes; it ends with the student's held-out accuracy before and after and the gate's within-group AUC):
 
     accelerate launch --config_file configs/accelerate/cpu.yaml scripts/vzero.py --config configs/demo.yaml
 
@@ -33,11 +34,12 @@ from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_qu
 
 from vzero_trl import VZeroConfig, VZeroTrainer
 from vzero_trl.evaluate import BenchmarkEvalCallback, validation_mix
+from vzero_trl.mini.demo import build_demo_data, build_demo_pair, demo_report
+from vzero_trl.mini.reproduce import RecordingTrainer
 from vzero_trl.prepare import open_dataset
 from vzero_trl.processors import load_processor
 from vzero_trl.provenance import setting_differences
 from vzero_trl.quiet import silence_unactionable_warnings
-from vzero_trl.synthetic import make_dataset
 from vzero_trl.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
 
 
@@ -52,11 +54,19 @@ class VZeroScriptArguments(ScriptArguments):
     build_demo_assets: bool = field(
         default=False,
         metadata={
-            "help": "Build what is missing of the embedded defaults: tiny random Qwen3.5 models at "
-            "`model_name_or_path` and `teacher_model_name_or_path`, and a synthetic dataset at `dataset_name`."
+            "help": "Build what is missing of the embedded defaults: tiny Qwen3.5 models at `model_name_or_path` and "
+            "`teacher_model_name_or_path` (see `demo_models`) and unlabelled toy-world prompts at `dataset_name`."
         },
     )
-    demo_num_examples: int = field(default=128, metadata={"help": "Synthetic prompts built by build_demo_assets."})
+    demo_models: str = field(
+        default="trained",
+        metadata={
+            "help": "With build_demo_assets: `trained` (a teacher and a student trained in the toy world, "
+            "vzero_trl.mini; the run ends with accuracy before and after and the gate's diagnostics) or `random` "
+            "(random weights: a fast smoke run of the machinery)."
+        },
+    )
+    demo_num_examples: int = field(default=128, metadata={"help": "Toy-world prompts built by build_demo_assets."})
     image_min_pixels: int | None = field(
         default=None, metadata={"help": "Smallest image area after resizing (official V-Zero: 65536)."}
     )
@@ -100,13 +110,22 @@ def make_parser() -> TrlParser:
     return parser
 
 
-def build_demo_assets(script_args: VZeroScriptArguments, training_args: VZeroConfig, model_args: ModelConfig) -> None:
+def build_demo_assets(
+    script_args: VZeroScriptArguments, training_args: VZeroConfig, model_args: ModelConfig
+) -> dict | None:
+    """Build what is missing of the demo's models and data; return the trained pair's build record (or None)."""
+    if script_args.demo_models not in ("trained", "random"):
+        raise ValueError(f"demo_models must be 'trained' or 'random', got {script_args.demo_models!r}.")
+    record = None
     # Only on the main process: the others wait, then read what it wrote.
     with training_args.main_process_first(desc="building the demo models and data"):
-        ensure_tiny_vlm(model_args.model_name_or_path, **TINY_STUDENT)
-        ensure_tiny_vlm(training_args.teacher_model_name_or_path, **TINY_TEACHER)
-        if not Path(script_args.dataset_name).exists():
-            make_dataset(script_args.demo_num_examples, seed=0).save_to_disk(script_args.dataset_name)
+        if script_args.demo_models == "trained":
+            record = build_demo_pair(model_args.model_name_or_path, training_args.teacher_model_name_or_path)
+        else:
+            ensure_tiny_vlm(model_args.model_name_or_path, **TINY_STUDENT)
+            ensure_tiny_vlm(training_args.teacher_model_name_or_path, **TINY_TEACHER)
+        build_demo_data(script_args.dataset_name, script_args.demo_num_examples)
+    return record
 
 
 def last_complete_checkpoint(output_dir: str) -> str | None:
@@ -267,8 +286,7 @@ def main(
             "raise `--max_steps` and pass `--accept_changed_settings`; to start over, pass `--overwrite_output_dir`."
         )
         return None
-    if script_args.build_demo_assets:
-        build_demo_assets(script_args, training_args, model_args)
+    demo_record = build_demo_assets(script_args, training_args, model_args) if script_args.build_demo_assets else None
 
     # The student's init kwargs come from ModelConfig (as in TRL's scripts); the teacher's from
     # `teacher_model_init_kwargs` (e.g. `{"dtype": "bfloat16"}`), and the teacher is never quantized.
@@ -292,7 +310,9 @@ def main(
 
     train_dataset, eval_dataset = splits(script_args, training_args)
     start_run(script_args, training_args, settings)
-    trainer = VZeroTrainer(
+    # The trained demo records each rollout's gate and correctness for its report; it trains exactly as VZeroTrainer.
+    trainer_class = RecordingTrainer if demo_record is not None else VZeroTrainer
+    trainer = trainer_class(
         model=model_args.model_name_or_path,
         teacher_model=training_args.teacher_model_name_or_path,
         args=training_args,
@@ -328,6 +348,8 @@ def main(
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
     trainer.accelerator.print(f"Saved the model, its processor and model card to {training_args.output_dir}")
+    if demo_record is not None and trainer.is_world_process_zero():
+        demo_report(trainer, demo_record, training_args.output_dir)
     return trainer
 
 

@@ -1,11 +1,14 @@
 """What `make demo` shows: a trained tiny student before and after V-Zero, and whether the gate found the right rollouts.
 
-The demo trains from the trained pair of the letter world ([`pretrain.ensure_pair`]) with [`RecordingTrainer`], which
+The launcher (`scripts/vzero.py` with `build_demo_assets`) builds the trained pair of the letter world
+([`build_demo_pair`]) and the unlabelled prompts ([`build_demo_data`]), and trains with [`RecordingTrainer`], which
 trains exactly as [`VZeroTrainer`] and keeps each rollout's gate and correctness. [`demo_report`] then measures the
 student on held-out rows, prints accuracy before and after with the gate's within-group AUC, and draws `demo.png`.
 """
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 from .measure import evaluate_view, gate_diagnostics
@@ -14,32 +17,56 @@ from .world import make_dataset, make_rows
 
 
 DEMO_PAIR = PairSpec(world="letter", seed=0)
+DATA_RECORD = "vzero_demo.json"
 
 
-def build_demo_assets(models_dir: str | Path, data_dir: str | Path, num_examples: int) -> tuple[Path, Path]:
+def build_demo_data(data_dir: str | Path, num_examples: int) -> None:
     """
-    The demo's trained teacher and student (built under `models_dir` unless already there) and its unlabelled training
-    prompts, saved with `save_to_disk` at `data_dir` unless present. Both are written atomically.
-
-    Returns:
-        `tuple[Path, Path]`: the teacher and student folders.
+    The demo's unlabelled training prompts (toy-world rows, split `opd`), saved with `save_to_disk` at `data_dir`
+    unless already there. Built in a temporary folder and renamed into place, so a killed build leaves nothing behind
+    that a later run would take for finished; a folder built for other settings is refused.
     """
-    teacher, student, _ = ensure_pair(models_dir, DEMO_PAIR)
     data_dir = Path(data_dir)
-    if not (data_dir / "dataset_info.json").is_file():
-        tmp = data_dir.with_name(f".{data_dir.name}.tmp")
-        make_dataset(num_examples, seed=DEMO_PAIR.seed, split="opd").save_to_disk(str(tmp))
-        if data_dir.exists():  # a folder left by a killed build of an older demo: replace it whole
-            import shutil
+    wanted = {"world": DEMO_PAIR.world, "seed": DEMO_PAIR.seed, "split": "opd", "num_examples": num_examples}
+    if data_dir.exists():
+        record = data_dir / DATA_RECORD
+        built = json.loads(record.read_text()) if record.is_file() else None
+        if built != wanted:
+            raise ValueError(
+                f"{data_dir} holds {built or 'data not built by this demo'}, but the demo asks for {wanted}. Delete "
+                "the folder to rebuild it, or point `dataset_name` elsewhere."
+            )
+        return
+    tmp = data_dir.with_name(f".{data_dir.name}.partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    make_dataset(num_examples, seed=DEMO_PAIR.seed, split="opd").save_to_disk(str(tmp))
+    (tmp / DATA_RECORD).write_text(json.dumps(wanted))
+    os.replace(tmp, data_dir)
 
-            shutil.rmtree(data_dir)
-        tmp.rename(data_dir)
-    return teacher, student
+
+def build_demo_pair(student_dir: str | Path, teacher_dir: str | Path) -> dict:
+    """The demo's trained pair, which must sit side by side as `<root>/student` and `<root>/teacher`."""
+    student_dir, teacher_dir = Path(student_dir), Path(teacher_dir)
+    if student_dir.name != "student" or teacher_dir != student_dir.with_name("teacher"):
+        raise ValueError(
+            f"The trained demo pair is built as <folder>/student and <folder>/teacher, got model_name_or_path="
+            f"{str(student_dir)!r} and teacher_model_name_or_path={str(teacher_dir)!r}. Point them at one folder's "
+            "student/ and teacher/."
+        )
+    return ensure_pair(student_dir.parent, DEMO_PAIR)[2]
 
 
-def demo_report(trainer, models_dir: str | Path, output_dir: str | Path) -> dict:
-    """Held-out accuracy before and after, gate diagnostics of the training rollouts; printed, saved and drawn."""
-    _, _, record = ensure_pair(models_dir, DEMO_PAIR)
+def demo_report(trainer, record: dict, output_dir: str | Path) -> dict:
+    """
+    Held-out accuracy before and after, gate diagnostics of the training rollouts; printed, saved to
+    `output_dir/demo_results.json` and drawn in `output_dir/demo.png`.
+
+    Args:
+        trainer ([`RecordingTrainer`]): The trainer after `train()`.
+        record (`dict`): The trained pair's build record (from [`build_demo_pair`]).
+        output_dir (`str` or `Path`): Where the results and the picture go.
+    """
     rows = make_rows(DEMO_PAIR.num_eval_rows, seed=DEMO_PAIR.seed, split="eval")
     before = record["student"]["student"]
     after = evaluate_view(trainer.model, trainer.processing_class, rows, "student", DEMO_PAIR.world)

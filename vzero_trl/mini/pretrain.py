@@ -11,9 +11,9 @@ Both use `transformers.Trainer` with the model's own next-token loss, on the ans
 0.98, cosine schedule with warm-up, gradient norm clipped at 1). A build is deterministic for its settings and seed.
 
 [`ensure_pair`] builds a pair once and reuses it: each model is written to a temporary folder and renamed into place,
-so a killed build leaves nothing that looks finished. The folder name carries a fingerprint of every setting, so a
-change of settings builds a new pair instead of reusing a stale one; `build.json` records the settings and each phase's
-measured accuracies.
+so a killed build leaves nothing that looks finished, and a folder built with other settings is refused. In a cache of
+pairs ([`pair_dir`]) the folder name carries a fingerprint of every setting, so a change of settings builds a new pair
+instead of reusing a stale one; `build.json` records the settings and each phase's measured accuracies.
 """
 
 import hashlib
@@ -135,22 +135,51 @@ def train_model(
     processor.save_pretrained(output_dir)
 
 
-def ensure_pair(cache_dir: str | Path, pair: PairSpec = PairSpec(), log=print) -> tuple[Path, Path, dict]:
+def pair_dir(cache_dir: str | Path, pair: PairSpec) -> Path:
+    """The folder of `pair` under a cache of pairs: its name carries the world, the seed and the settings' fingerprint."""
+    return Path(cache_dir) / f"{pair.world}-seed{pair.seed}-{pair.fingerprint()}"
+
+
+def ensure_pair(root: str | Path, pair: PairSpec = PairSpec(), log=print) -> tuple[Path, Path, dict]:
     """
-    The trained teacher and student for `pair`, built under `cache_dir` if missing.
+    The trained teacher and student of `pair` in `root/teacher` and `root/student`, built there unless complete.
+
+    `root/settings.json` is written before anything is trained and `root/build.json` (settings and each phase's
+    accuracy) last, atomically: a killed build resumes with the model it had not finished, and a folder built with
+    other settings is refused, never reused.
+
+    Args:
+        root (`str` or `Path`): The pair's folder (see [`pair_dir`] for a cache of several pairs).
+        pair ([`PairSpec`]): How to build it.
+        log (`Callable[[str], None]` or `None`): Where progress goes; `None` also hides the progress bars.
 
     Returns:
         `tuple[Path, Path, dict]`: the teacher folder, the student folder, and the build record (settings and each
         phase's held-out accuracy: the teacher with the positive, negative and random crops, the student).
     """
-    root = Path(cache_dir) / f"{pair.world}-seed{pair.seed}-{pair.fingerprint()}"
+    root = Path(root)
     teacher_dir, student_dir, record_path = root / "teacher", root / "student", root / "build.json"
+    settings = {"settings": asdict(pair), "fingerprint": pair.fingerprint()}
+    settings_path = root / "settings.json"
+    if settings_path.is_file():
+        built = json.loads(settings_path.read_text())
+        if built["fingerprint"] != settings["fingerprint"]:
+            raise ValueError(
+                f"{root} holds a trained pair built with other settings ({built['settings']}, asked for "
+                f"{settings['settings']}). Delete the folder to rebuild it, or use another one."
+            )
+    elif root.exists() and any(root.iterdir()):
+        raise ValueError(
+            f"{root} is not empty and holds no trained pair (no settings.json): it may hold models from an older "
+            "version of the demo. Delete the folder to build the trained pair there, or use another one."
+        )
     if record_path.is_file():
         return teacher_dir, student_dir, json.loads(record_path.read_text())
 
     root.mkdir(parents=True, exist_ok=True)
+    settings_path.write_text(json.dumps(settings, indent=2))
     eval_rows = make_rows(pair.num_eval_rows, seed=pair.seed, split="eval")
-    record = {"settings": asdict(pair), "fingerprint": pair.fingerprint()}
+    record = dict(settings)
     for role, spec, final in (("teacher", pair.teacher, teacher_dir), ("student", pair.student, student_dir)):
         if not (final / "model.safetensors").is_file():
             if log is not None:
@@ -171,7 +200,6 @@ def ensure_pair(cache_dir: str | Path, pair: PairSpec = PairSpec(), log=print) -
         }
         if log is not None:
             log(f"{role}: " + ", ".join(f"{v} accuracy {m['accuracy']:.3f}" for v, m in record[role].items()))
-    # The record is written last and atomically: its presence marks a complete build.
     tmp = record_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2))
     os.replace(tmp, record_path)

@@ -28,7 +28,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, PrinterCall
 from ..config import VZeroConfig
 from ..trainer import VZeroTrainer
 from .measure import evaluate_view, gate_diagnostics
-from .pretrain import PairSpec, ensure_pair
+from .pretrain import PairSpec, ensure_pair, pair_dir
 from .world import WORLDS, World, make_dataset, make_rows, parse_answer
 
 
@@ -403,7 +403,9 @@ def reproduce(
     context = get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         built = {}
-        futures = {pool.submit(ensure_pair, cache_dir, pairs[world], None): world for world in worlds}
+        futures = {
+            pool.submit(ensure_pair, pair_dir(cache_dir, pairs[world]), pairs[world], None): world for world in worlds
+        }
         for future in tqdm(as_completed(futures), total=len(futures), desc="trained pairs (teacher, student)"):
             teacher, student, pair_record = future.result()
             built[futures[future]] = (teacher, student, pair_record)
