@@ -29,6 +29,27 @@ class VZeroConfig(DistillationConfig):
             Number of rollouts per prompt during evaluation. Defaults to `num_generations`; `per_device_eval_batch_size
             * num_processes` must be a multiple of it.
 
+        > Parameters that control the teacher
+
+        teacher_source (`str`, *optional*, defaults to `"external"`):
+            Where the teacher comes from. `"external"`: the separate `teacher_model` (e.g. Qwen3.5-27B). `"frozen"`: the
+            initial student, never updated; a full-parameter student is copied once, a LoRA student needs no copy (its
+            base model with the adapter disabled is the initial student). `"ema"`: an exponential moving average of
+            the student, `theta_t <- (1 - r) * theta_t + r * theta_s` after every optimizer step with
+            `r = teacher_ema_rate` (Vision-OPD), one copy of the student's weights, saved in every checkpoint
+            (`ema_teacher.pt`) and restored on resume. The self-teachers need no `teacher_model`, see the student's
+            vocabulary and processor by construction, and are gated like an external teacher. Neither runs under
+            DeepSpeed ZeRO-3 or FSDP (they copy unsharded weights); `"ema"` needs a full-parameter student.
+        teacher_ema_rate (`float`, *optional*, defaults to `0.05`):
+            Weight `r` of the student in each EMA step, in `(0, 1]` (Vision-OPD uses `0.05`). Only for
+            `teacher_source="ema"`.
+        offload_teacher (`bool`, *optional*, defaults to `False`):
+            Keep an external teacher's weights on the CPU and move them to the accelerator once per generation batch,
+            for the replay of all its rollouts, and back afterwards: device memory is bounded by the larger of student
+            and teacher instead of their sum, at the cost of two host-device copies of the teacher per generation
+            batch. Only for `teacher_source="external"` and `loss_type="sampled_token"` (the full-vocabulary loss reads
+            the teacher's output layer in every micro-batch), and not under DeepSpeed or FSDP.
+
         > Parameters that control the teacher views
 
         crop_column (`str`, *optional*, defaults to `"crop"`):
@@ -108,6 +129,25 @@ class VZeroConfig(DistillationConfig):
     num_generations_eval: int | None = field(
         default=None,
         metadata={"help": "Number of rollouts per prompt during evaluation. Defaults to `num_generations`."},
+    )
+
+    # Parameters that control the teacher
+    teacher_source: Literal["external", "frozen", "ema"] = field(
+        default="external",
+        metadata={
+            "help": "'external' (the separate teacher_model), 'frozen' (the initial student; for LoRA the base model "
+            "with the adapter disabled) or 'ema' (an EMA of the student, rate teacher_ema_rate)."
+        },
+    )
+    teacher_ema_rate: float = field(
+        default=0.05,
+        metadata={
+            "help": "Student weight r of the EMA step theta_t <- (1 - r) theta_t + r theta_s (Vision-OPD: 0.05)."
+        },
+    )
+    offload_teacher: bool = field(
+        default=False,
+        metadata={"help": "Keep an external teacher on the CPU, on the accelerator only while it replays a batch."},
     )
 
     # Parameters that control the teacher views
@@ -206,6 +246,15 @@ class VZeroConfig(DistillationConfig):
         _check_choice("evidence_std", self.evidence_std, ("population", "sample"))
         _check_choice("loss_type", self.loss_type, ("sampled_token", "full_reverse_kl"))
         _check_choice("loss_aggregation", self.loss_aggregation, ("sequence", "token"))
+        _check_choice("teacher_source", self.teacher_source, ("external", "frozen", "ema"))
+        if not 0 < self.teacher_ema_rate <= 1:
+            raise ValueError(f"`teacher_ema_rate` must be in (0, 1], got {self.teacher_ema_rate}.")
+        if self.offload_teacher and (self.teacher_source != "external" or self.loss_type != "sampled_token"):
+            raise ValueError(
+                f"`offload_teacher` applies to an external teacher with the sampled-token loss, got "
+                f"teacher_source={self.teacher_source!r} and loss_type={self.loss_type!r}: a self-teacher shares the "
+                "student's device, and the full-vocabulary loss reads the teacher's output layer in every micro-batch."
+            )
         # "naive" is the old name of "per_sequence": accepted, and stored under the new name.
         self.teacher_scoring = "per_sequence" if self.teacher_scoring == "naive" else self.teacher_scoring
         self.student_scoring = "per_sequence" if self.student_scoring == "naive" else self.student_scoring

@@ -13,6 +13,7 @@ from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
 from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedModel, ProcessorMixin, TrainerCallback, is_wandb_available
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 from trl import DistillationTrainer
 from trl.extras.profiling import profiling_context
@@ -42,6 +43,7 @@ from .losses import sampled_token_loss, weighted_aggregate
 from .replay import MULTIMODAL_KEYS, replay_teacher
 from .scoring import completion_logps, completion_reverse_kl
 from .shared_prefix import student_hidden_grouped, unsupported_reason
+from .teachers import EMACallback, load_ema, offloaded, save_ema, self_teacher_copy, teacher_for_replay
 from .views import check_dataset_columns, check_row, truncate_at_tokens
 
 
@@ -84,9 +86,11 @@ class VZeroTrainer(DistillationTrainer):
     Args:
         model (`str`, [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
             Vision-language student, loaded as in [`~trl.DistillationTrainer`].
-        teacher_model (`str` or [`~transformers.PreTrainedModel`]):
+        teacher_model (`str` or [`~transformers.PreTrainedModel`], *optional*):
             Vision-language teacher sharing the student's vocabulary and processor (e.g. a larger model of the same
-            family). Loaded with `args.teacher_model_init_kwargs` when given as a string.
+            family). Loaded with `args.teacher_model_init_kwargs` when given as a string. Required with
+            `args.teacher_source="external"` (the default); must be `None` with a self-teacher (`"frozen"`, `"ema"`),
+            which is built from the student ([`vzero_trl.teachers`]).
         args ([`VZeroConfig`], *optional*):
             Configuration. Defaults to `VZeroConfig("<model name>-VZero")`.
         train_dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
@@ -120,7 +124,7 @@ class VZeroTrainer(DistillationTrainer):
     def __init__(
         self,
         model: "str | PreTrainedModel",
-        teacher_model: str | PreTrainedModel,
+        teacher_model: str | PreTrainedModel | None = None,
         args: VZeroConfig | None = None,
         train_dataset: Dataset | IterableDataset | None = None,
         eval_dataset: Dataset | IterableDataset | dict[str, Dataset | IterableDataset] | None = None,
@@ -135,8 +139,16 @@ class VZeroTrainer(DistillationTrainer):
             args = VZeroConfig(f"{model_name.rstrip('/').split('/')[-1]}-VZero")
         if not isinstance(args, VZeroConfig):
             raise TypeError(f"`args` must be a VZeroConfig, got {type(args).__name__}.")
-        if teacher_model is None:
-            raise ValueError("V-Zero needs a local `teacher_model` to replay the rollouts under both evidence views.")
+        if args.teacher_source == "external" and teacher_model is None:
+            raise ValueError(
+                "V-Zero needs a local `teacher_model` to replay the rollouts under both evidence views, or a "
+                "self-teacher: `teacher_source='frozen'` or `'ema'`."
+            )
+        if args.teacher_source != "external" and teacher_model is not None:
+            raise ValueError(
+                f"teacher_source={args.teacher_source!r} builds the teacher from the student; pass `teacher_model=None` "
+                "or set `teacher_source='external'`."
+            )
         check_dataset_columns(train_dataset, args.crop_columns, "train_dataset")
         check_dataset_columns(eval_dataset, args.crop_columns, "eval_dataset")
 
@@ -163,7 +175,17 @@ class VZeroTrainer(DistillationTrainer):
                 "left-padded prompts. Load it with `AutoProcessor.from_pretrained(..., padding_side='left')`."
             )
 
-        teacher_config = self.accelerator.unwrap_model(self.teacher_model).config
+        self._peft_teacher = None  # the PEFT student whose base model is the frozen teacher (adapter disabled)
+        if args.teacher_source != "external":
+            self._build_self_teacher()
+        elif args.offload_teacher:
+            if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+                raise ValueError("`offload_teacher` moves a plain module; it does not run under DeepSpeed or FSDP.")
+            self.teacher_model.to("cpu")
+
+        teacher_config = self.accelerator.unwrap_model(
+            self.model if self.teacher_model is None else self.teacher_model
+        ).config
         reason = unsupported_reason(teacher_config.model_type)
         if args.teacher_scoring == "shared_prefix" and reason is not None:
             raise ValueError(
@@ -186,6 +208,42 @@ class VZeroTrainer(DistillationTrainer):
         # Beside the base class's prompt and completion logs, aligned with them, for the completions table.
         self._logs["gate"] = deque(maxlen=self._logs["prompt"].maxlen)
         self._logs["evidence_score"] = deque(maxlen=self._logs["prompt"].maxlen)
+
+    def _build_self_teacher(self) -> None:
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            raise ValueError(
+                f"teacher_source={self.args.teacher_source!r} copies unsharded weights and does not run under "
+                "DeepSpeed or FSDP; use DDP or one GPU, or an external teacher."
+            )
+        student = self.accelerator.unwrap_model(self.model)
+        if is_peft_model(student):
+            if self.args.teacher_source == "ema":
+                raise ValueError(
+                    "teacher_source='ema' averages all of the student's weights and needs a full-parameter student; "
+                    "with a LoRA student use teacher_source='frozen' (the base model, adapter disabled)."
+                )
+            self._peft_teacher = student
+            return
+        self.teacher_model = self_teacher_copy(student)
+        if self.args.teacher_source == "ema":
+            self.add_callback(
+                EMACallback(self.teacher_model, self.accelerator.unwrap_model, self.args.teacher_ema_rate)
+            )
+
+    def _teacher(self) -> PreTrainedModel | None:
+        """The unwrapped teacher model, or `None` for the frozen teacher of a PEFT student (see `_peft_teacher`)."""
+        return None if self.teacher_model is None else self.accelerator.unwrap_model(self.teacher_model)
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.teacher_source == "ema" and self.args.should_save:
+            folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"  # as `transformers.Trainer._save_checkpoint`
+            save_ema(self.teacher_model, os.path.join(self._get_output_dir(trial=trial), folder))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self.args.teacher_source == "ema":
+            load_ema(self.teacher_model, resume_from_checkpoint)
 
     def _set_signature_columns_if_needed(self):
         # As `trl.DistillationTrainer._set_signature_columns_if_needed` (TRL 1.16), plus the evidence columns (and `id`,
@@ -319,26 +377,32 @@ class VZeroTrainer(DistillationTrainer):
         first_row = self.accelerator.process_index * local_rows  # this process's rows in the gathered batch
         group_index = rollout_groups(local_rows, num_generations, first_row, device)
 
-        teacher = self.accelerator.unwrap_model(self.teacher_model)
-        self.teacher_model.eval()
+        teacher = self._teacher()
+        external = args.teacher_source == "external"  # prepared by the accelerator: forwards go through its wrapper
+        if teacher is not None:
+            self.teacher_model.eval()
         keep_hidden = args.loss_type == "full_reverse_kl"
-        scored = replay_teacher(
-            teacher,
-            self.processing_class,
-            inputs,
-            group_slices(group_index),
-            completion_ids,
-            mask,
-            args.crop_columns,
-            strategy=args.teacher_scoring,
-            crop_prefix=args.teacher_crop_prefix,
-            crop_suffix=args.teacher_crop_suffix,
-            chat_template_kwargs=self.chat_template_kwargs,
-            temperature=self.temperature,
-            rows_per_forward=args.teacher_batch_size or args.per_device_train_batch_size,
-            keep_hidden=keep_hidden,
-            forward=partial(self._forward_redirection, self.teacher_model, teacher),
-        )
+        with (
+            offloaded(teacher, self.accelerator.device, args.offload_teacher),
+            teacher_for_replay(teacher, self._peft_teacher) as scorer,
+        ):
+            scored = replay_teacher(
+                scorer,
+                self.processing_class,
+                inputs,
+                group_slices(group_index),
+                completion_ids,
+                mask,
+                args.crop_columns,
+                strategy=args.teacher_scoring,
+                crop_prefix=args.teacher_crop_prefix,
+                crop_suffix=args.teacher_crop_suffix,
+                chat_template_kwargs=self.chat_template_kwargs,
+                temperature=self.temperature,
+                rows_per_forward=args.teacher_batch_size or args.per_device_train_batch_size,
+                keep_hidden=keep_hidden,
+                forward=partial(self._forward_redirection, self.teacher_model, teacher) if external else None,
+            )
         (pos_logps, pos_hidden), neg_logps = scored[0], scored[1][0] if len(scored) > 1 else None
 
         # The gate needs whole groups, which may straddle processes: gather, gate, keep this process's rows.
@@ -427,7 +491,9 @@ class VZeroTrainer(DistillationTrainer):
             )
             per_token_kl = (student_logps - inputs["teacher_logps"]).detach()  # sampled estimate of KL(s || t)
         else:
-            teacher_lm_head = self.accelerator.unwrap_model(self.teacher_model).get_output_embeddings()
+            # A PEFT student's frozen teacher is its base model, whose lm_head carries no adapter.
+            teacher = self._peft_teacher.get_base_model() if self.teacher_model is None else self._teacher()
+            teacher_lm_head = teacher.get_output_embeddings()
             per_token_kl, entropy = completion_reverse_kl(
                 hidden_states, lm_head, inputs["teacher_hidden_states"], teacher_lm_head, mask, self.temperature
             )
