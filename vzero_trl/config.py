@@ -58,10 +58,20 @@ class VZeroConfig(DistillationConfig):
         negative_crop_column (`str`, *optional*, defaults to `"negative_crop"`):
             Dataset column holding the negative evidence image `z-` (an equal-size region away from the target, taken
             after a 2x downsample). Not read when `evidence_alpha` is `0`.
+        teacher_view (`str`, *optional*, defaults to `"full_and_crop"`):
+            Layout of both teacher views. `"full_and_crop"` (paper Fig. 4): the full image, the question, then
+            `teacher_crop_prefix`, the crop and `teacher_crop_suffix`. `"crop_only"` (Vision-OPD): the crop takes the
+            full image's place, between `teacher_crop_only_prefix` and `teacher_crop_only_suffix` (empty by default:
+            the teacher's text is then the student's, byte for byte); needs one image per prompt. The negative view
+            takes the same layout with the negative crop.
         teacher_crop_prefix (`str`, *optional*, defaults to the first half of the paper's Fig. 4 sentence):
-            Text placed after the question and before the crop image in the teacher's user turn.
+            Text placed after the question and before the crop image in the teacher's user turn (`"full_and_crop"`).
         teacher_crop_suffix (`str`, *optional*, defaults to the second half of the paper's Fig. 4 sentence):
-            Text placed after the crop image.
+            Text placed after the crop image (`"full_and_crop"`).
+        teacher_crop_only_prefix (`str`, *optional*, defaults to `""`):
+            Text placed before the crop image, where the full image was (`"crop_only"`; empty texts are left out).
+        teacher_crop_only_suffix (`str`, *optional*, defaults to `""`):
+            Text placed right after the crop image, before the question (`"crop_only"`).
         teacher_batch_size (`int`, *optional*):
             Number of rollouts per teacher forward pass when replaying the views. Defaults to
             `per_device_train_batch_size`. Lower it if the teacher's long multimodal contexts run out of memory.
@@ -159,6 +169,10 @@ class VZeroConfig(DistillationConfig):
         default="negative_crop",
         metadata={"help": "Dataset column with the negative evidence crop z- (not read when evidence_alpha is 0)."},
     )
+    teacher_view: Literal["full_and_crop", "crop_only"] = field(
+        default="full_and_crop",
+        metadata={"help": "'full_and_crop' (paper Fig. 4) or 'crop_only' (Vision-OPD: the crop replaces the image)."},
+    )
     teacher_crop_prefix: str = field(
         default=TEACHER_CROP_PREFIX,
         metadata={"help": "Teacher text between the question and the crop image (paper Fig. 4)."},
@@ -166,6 +180,14 @@ class VZeroConfig(DistillationConfig):
     teacher_crop_suffix: str = field(
         default=TEACHER_CROP_SUFFIX,
         metadata={"help": "Teacher text after the crop image (paper Fig. 4)."},
+    )
+    teacher_crop_only_prefix: str = field(
+        default="",
+        metadata={"help": "Teacher text before the crop image in the 'crop_only' layout (Vision-OPD: none)."},
+    )
+    teacher_crop_only_suffix: str = field(
+        default="",
+        metadata={"help": "Teacher text after the crop image in the 'crop_only' layout (Vision-OPD: none)."},
     )
     teacher_batch_size: int | None = field(
         default=None,
@@ -235,6 +257,13 @@ class VZeroConfig(DistillationConfig):
         return [self.crop_column] + ([self.negative_crop_column] if self.evidence_alpha > 0 else [])
 
     @property
+    def teacher_texts(self) -> tuple[str, str]:
+        """The teacher text before and after the crop image in the chosen `teacher_view` layout."""
+        if self.teacher_view == "crop_only":
+            return self.teacher_crop_only_prefix, self.teacher_crop_only_suffix
+        return self.teacher_crop_prefix, self.teacher_crop_suffix
+
+    @property
     def reentrant_checkpointing(self) -> bool:
         """Whether activation checkpointing is on and reentrant (the student's shared-prefix forward needs it off)."""
         kwargs = (self.activation_checkpointing_kwargs, self.gradient_checkpointing_kwargs)
@@ -246,6 +275,7 @@ class VZeroConfig(DistillationConfig):
         _check_choice("evidence_std", self.evidence_std, ("population", "sample"))
         _check_choice("loss_type", self.loss_type, ("sampled_token", "full_reverse_kl"))
         _check_choice("loss_aggregation", self.loss_aggregation, ("sequence", "token"))
+        _check_choice("teacher_view", self.teacher_view, ("full_and_crop", "crop_only"))
         _check_choice("teacher_source", self.teacher_source, ("external", "frozen", "ema"))
         if not 0 < self.teacher_ema_rate <= 1:
             raise ValueError(f"`teacher_ema_rate` must be in (0, 1], got {self.teacher_ema_rate}.")
