@@ -123,10 +123,17 @@ class VZeroConfig(DistillationConfig):
         log_ratio_clip (`float`, *optional*):
             If set, the detached log-ratio `lp_s - lp_t` of the sampled-token loss is clamped to
             `[-log_ratio_clip, log_ratio_clip]` (the official code uses `10`). Only for `loss_type="sampled_token"`.
+        loss_top_k (`int`, *optional*):
+            With `loss_type="full_reverse_kl"`: restrict the divergence at each position to the teacher's `loss_top_k`
+            most likely tokens, both distributions renormalised over them (Vision-OPD: `100`). The gate still weights
+            each rollout.
 
     > [!NOTE]
-    > V-Zero uses these inherited fields with the meaning they have in [`~trl.DistillationConfig`]: `beta` must stay
-    > `1.0` (reverse KL), `temperature` must stay `1.0` (rollouts are sampled from, and scored under, the student's
+    > V-Zero uses these inherited fields with the meaning they have in [`~trl.DistillationConfig`]: `beta` selects
+    > the divergence of `loss_type="full_reverse_kl"`, in TRL's convention: `1.0` (the default) is the reverse KL
+    > `KL(p_s || p_t)`, and `beta` in `(0, 1)` the generalized JSD `beta * KL(p_t || m) + (1 - beta) * KL(p_s || m)`
+    > with `m = (1 - beta) * p_s + beta * p_t` (`0.5`: Vision-OPD's symmetric JSD); the sampled-token loss needs
+    > `1.0`. `temperature` must stay `1.0` (rollouts are sampled from, and scored under, the student's
     > own distribution, as in the paper), and `chat_template_kwargs` (e.g. `{"enable_thinking": false}` for Qwen3.5)
     > applies to the student prompt and to both teacher views alike.
     """
@@ -240,7 +247,10 @@ class VZeroConfig(DistillationConfig):
     # Parameters that control the loss
     loss_type: Literal["sampled_token", "full_reverse_kl"] = field(
         default="sampled_token",
-        metadata={"help": "'sampled_token' (eq. 24) or 'full_reverse_kl' (eq. 22, gate applied per rollout)."},
+        metadata={
+            "help": "'sampled_token' (eq. 24) or 'full_reverse_kl' (eq. 22, gate applied per rollout; with beta < 1 "
+            "the generalized JSD, with loss_top_k over the teacher's top-k tokens)."
+        },
     )
     loss_aggregation: Literal["sequence", "token"] = field(
         default="sequence",
@@ -249,6 +259,13 @@ class VZeroConfig(DistillationConfig):
     log_ratio_clip: float | None = field(
         default=None,
         metadata={"help": "Clamp of the detached sampled log-ratio (official code: 10). Sampled-token loss only."},
+    )
+
+    loss_top_k: int | None = field(
+        default=None,
+        metadata={
+            "help": "Full-vocabulary loss over the teacher's top-k tokens only, renormalised (Vision-OPD: 100)."
+        },
     )
 
     @property
@@ -324,10 +341,20 @@ class VZeroConfig(DistillationConfig):
                 f"`log_ratio_clip` ({self.log_ratio_clip}) only applies to loss_type='sampled_token', got "
                 f"loss_type={self.loss_type!r}. Unset it, or use the sampled-token loss."
             )
-        if self.beta != 1.0:
+        if not 0 < self.beta <= 1:
             raise ValueError(
-                f"V-Zero distills with the reverse KL, so `beta` must be 1.0, got {self.beta}. Remove `beta` from the "
-                "config."
+                f"`beta` must be in (0, 1] (1: reverse KL, below: generalized JSD), got {self.beta}. The forward KL "
+                "(beta=0) is not supported."
+            )
+        if self.beta != 1.0 and self.loss_type != "full_reverse_kl":
+            raise ValueError(
+                f"The sampled-token loss estimates the reverse KL, so `beta` must be 1.0 with it, got {self.beta}. Set "
+                "`loss_type='full_reverse_kl'` for the generalized JSD, or remove `beta` from the config."
+            )
+        if self.loss_top_k is not None and (self.loss_top_k < 1 or self.loss_type != "full_reverse_kl"):
+            raise ValueError(
+                f"`loss_top_k` must be a positive number of tokens and needs loss_type='full_reverse_kl', got "
+                f"loss_top_k={self.loss_top_k} and loss_type={self.loss_type!r}."
             )
         if self.temperature != 1.0:
             raise ValueError(

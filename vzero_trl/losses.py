@@ -15,6 +15,7 @@ trainer keeps the update identical under gradient accumulation and data parallel
 by the count over the whole generation batch (divided by the number of processes, whose gradients DDP averages).
 """
 
+import math
 from typing import Literal
 
 import torch
@@ -104,3 +105,31 @@ def sampled_token_loss(
     if log_ratio_clip is not None:
         log_ratio = log_ratio.clamp(min=-log_ratio_clip, max=log_ratio_clip)
     return weighted_aggregate(log_ratio * student_logps, mask, weights, aggregation, normalizer)
+
+
+def generalized_jsd(student_logps: torch.Tensor, teacher_logps: torch.Tensor, beta: float) -> torch.Tensor:
+    """
+    Generalized Jensen-Shannon divergence between two distributions over the last axis, in TRL's `beta` convention
+    (`trl.DistillationTrainer`, TRL 1.16): with the mixture `m = (1 - beta) * p_s + beta * p_t`,
+    `JSD_beta = beta * KL(p_t || m) + (1 - beta) * KL(p_s || m)`. `beta = 1` is defined as the reverse KL
+    `KL(p_s || p_t)` (the limit of the formula is 0 there, so TRL special-cases it, and so do we); `beta = 0.5` is the
+    symmetric JSD of Vision-OPD (its "alpha 0.5").
+
+    Args:
+        student_logps (`torch.Tensor`):
+            Normalised student log-probabilities `(..., V)`, carrying the gradient.
+        teacher_logps (`torch.Tensor`):
+            Normalised teacher log-probabilities `(..., V)` (treated as constants by the caller).
+        beta (`float`):
+            In `(0, 1]`.
+
+    Returns:
+        `torch.Tensor`: the divergence per position, shape `(...)`.
+    """
+    student_probs = student_logps.exp()
+    if beta == 1.0:
+        return (student_probs * (student_logps - teacher_logps)).sum(-1)
+    mixture = torch.logaddexp(student_logps + math.log(1 - beta), teacher_logps + math.log(beta))
+    teacher_term = (teacher_logps.exp() * (teacher_logps - mixture)).sum(-1)
+    student_term = (student_probs * (student_logps - mixture)).sum(-1)
+    return beta * teacher_term + (1 - beta) * student_term

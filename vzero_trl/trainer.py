@@ -449,7 +449,10 @@ class VZeroTrainer(DistillationTrainer):
         kl_sum = self.accelerator.gather_for_metrics(kl_sum).sum()
         num_tokens = self.accelerator.gather_for_metrics(num_tokens).sum()
         mode = "train" if self.model.training else "eval"
-        self._metrics[mode]["distillation/reverse_kl"].append((kl_sum / num_tokens.clamp(min=1)).item())
+        # The divergence the loss distils: the reverse KL, unless a generalized JSD or a top-k support replaces it.
+        reverse_kl = self.args.beta == 1.0 and self.args.loss_top_k is None
+        name = "distillation/reverse_kl" if reverse_kl else "distillation/divergence"
+        self._metrics[mode][name].append((kl_sum / num_tokens.clamp(min=1)).item())
         return result
 
     def _compute_loss(self, unwrapped_student, inputs, num_items_in_batch):
@@ -496,7 +499,14 @@ class VZeroTrainer(DistillationTrainer):
             teacher = self._peft_teacher.get_base_model() if self.teacher_model is None else self._teacher()
             teacher_lm_head = teacher.get_output_embeddings()
             per_token_kl, entropy = completion_reverse_kl(
-                hidden_states, lm_head, inputs["teacher_hidden_states"], teacher_lm_head, mask, self.temperature
+                hidden_states,
+                lm_head,
+                inputs["teacher_hidden_states"],
+                teacher_lm_head,
+                mask,
+                self.temperature,
+                beta=self.args.beta,
+                top_k=self.args.loss_top_k,
             )
             loss = weighted_aggregate(
                 per_token_kl, mask, inputs["evidence_weights"], self.args.loss_aggregation, normalizer
