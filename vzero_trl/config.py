@@ -123,6 +123,11 @@ class VZeroConfig(DistillationConfig):
         log_ratio_clip (`float`, *optional*):
             If set, the detached log-ratio `lp_s - lp_t` of the sampled-token loss is clamped to
             `[-log_ratio_clip, log_ratio_clip]` (the official code uses `10`). Only for `loss_type="sampled_token"`.
+        rollout_importance_clip (`float`, *optional*):
+            With vLLM rollouts (`use_vllm=True`): multiply each token's loss by the detached truncated importance
+            weight `min(pi_train / pi_sampler, C)`, `C = rollout_importance_clip` (Vision-OPD: `2.0`), from the
+            log-probabilities vLLM returns with its samples. The mean ratio and the clipped fraction are logged under
+            `rollout_is/*`. `None` (the default) leaves the loss as is.
         loss_top_k (`int`, *optional*):
             With `loss_type="full_reverse_kl"`: restrict the divergence at each position to the teacher's `loss_top_k`
             most likely tokens, both distributions renormalised over them (Vision-OPD: `100`). The gate still weights
@@ -261,6 +266,12 @@ class VZeroConfig(DistillationConfig):
         metadata={"help": "Clamp of the detached sampled log-ratio (official code: 10). Sampled-token loss only."},
     )
 
+    rollout_importance_clip: float | None = field(
+        default=None,
+        metadata={
+            "help": "Truncation C of the token-level weight min(pi_train / pi_sampler, C) (vLLM; Vision-OPD: 2)."
+        },
+    )
     loss_top_k: int | None = field(
         default=None,
         metadata={
@@ -350,6 +361,12 @@ class VZeroConfig(DistillationConfig):
             raise ValueError(
                 f"The sampled-token loss estimates the reverse KL, so `beta` must be 1.0 with it, got {self.beta}. Set "
                 "`loss_type='full_reverse_kl'` for the generalized JSD, or remove `beta` from the config."
+            )
+        if self.rollout_importance_clip is not None and (self.rollout_importance_clip <= 0 or not self.use_vllm):
+            raise ValueError(
+                f"`rollout_importance_clip` must be > 0 and corrects vLLM rollouts (`use_vllm=True`), got "
+                f"rollout_importance_clip={self.rollout_importance_clip} and use_vllm={self.use_vllm}: without vLLM the "
+                "trainer samples the rollouts itself."
             )
         if self.loss_top_k is not None and (self.loss_top_k < 1 or self.loss_type != "full_reverse_kl"):
             raise ValueError(

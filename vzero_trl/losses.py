@@ -72,9 +72,11 @@ def sampled_token_loss(
     aggregation: Aggregation = "sequence",
     log_ratio_clip: float | None = None,
     normalizer: torch.Tensor | float | None = None,
+    token_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """
-    Gated sampled-token reverse-KL surrogate (eq. 24): per token `w_i * sg[clip(lp_s - lp_t)] * lp_s`.
+    Gated sampled-token reverse-KL surrogate (eq. 24): per token `w_i * sg[clip(lp_s - lp_t)] * lp_s`, times a detached
+    per-token weight `rho_ik` if given (the rollout importance correction, [`vzero_trl.importance`]).
 
     Its value is not a KL (it is `~ -w * d * H` in size); its gradient with respect to the student is
     `w_i * clip(lp_s - lp_t) * grad(lp_s)`, normalised as [`weighted_aggregate`] documents.
@@ -95,6 +97,8 @@ def sampled_token_loss(
             `10`).
         normalizer (`torch.Tensor` or `float`, *optional*):
             See [`weighted_aggregate`].
+        token_weights (`torch.Tensor`, *optional*):
+            Per-token weights `(B, C)`, used as constants.
 
     Returns:
         `torch.Tensor`: scalar surrogate loss.
@@ -104,7 +108,10 @@ def sampled_token_loss(
     log_ratio = torch.where(mask.bool(), log_ratio, torch.zeros_like(log_ratio))
     if log_ratio_clip is not None:
         log_ratio = log_ratio.clamp(min=-log_ratio_clip, max=log_ratio_clip)
-    return weighted_aggregate(log_ratio * student_logps, mask, weights, aggregation, normalizer)
+    per_token = log_ratio * student_logps
+    if token_weights is not None:
+        per_token = token_weights.detach().to(per_token.dtype) * per_token
+    return weighted_aggregate(per_token, mask, weights, aggregation, normalizer)
 
 
 def generalized_jsd(student_logps: torch.Tensor, teacher_logps: torch.Tensor, beta: float) -> torch.Tensor:

@@ -39,6 +39,7 @@ from .gating import (
     group_slices,
     rollout_groups,
 )
+from .importance import sampler_token_logps, truncated_importance_weights
 from .losses import sampled_token_loss, weighted_aggregate
 from .replay import MULTIMODAL_KEYS, replay_teacher
 from .scoring import completion_logps, completion_reverse_kl
@@ -205,6 +206,7 @@ class VZeroTrainer(DistillationTrainer):
         self.generation_kwargs["suppress_tokens"] = suppressed
         self.generation_config.suppress_tokens = suppressed
         self._reverse_kl_stats = None
+        self._sampler_logps = None  # vLLM's log-probabilities of the last generated rollouts (importance correction)
         # Beside the base class's prompt and completion logs, aligned with them, for the completions table.
         self._logs["gate"] = deque(maxlen=self._logs["prompt"].maxlen)
         self._logs["evidence_score"] = deque(maxlen=self._logs["prompt"].maxlen)
@@ -320,26 +322,35 @@ class VZeroTrainer(DistillationTrainer):
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, has_tool_images=False):
         mode = "train" if self.model.training else "eval"
-        if self.use_vllm and self.vllm_mode == "server":
-            # Mirrors the vLLM branch of `trl.DistillationTrainer._generate_single_turn` (TRL 1.16), but the rows hold
-            # each prompt `num_generations` times in a row, so the server gets every prompt (and its image features)
-            # once with `n = num_generations`, instead of `num_generations` separate requests.
+        self._sampler_logps = None
+        if self.use_vllm:
+            # Mirrors the vLLM branch of `trl.DistillationTrainer._generate_single_turn` (TRL 1.16), but keeps the
+            # sampler's log-probabilities (for `rollout_importance_clip`), and in server mode, where the rows hold each
+            # prompt `num_generations` times in a row, sends every prompt (and its image features) once with
+            # `n = num_generations` instead of `num_generations` separate requests. Colocated: one per repeated row.
             if self.state.global_step != self._last_loaded_step:
                 with profiling_context(self, "sync_weights"):
                     self.vllm_generation.sync_weights()
                 self._last_loaded_step = self.state.global_step
-            _, completion_ids, _, _ = self.vllm_generation.generate(
+            num_generations = self.args.num_generations if mode == "train" else self.args.num_generations_eval
+            _, completion_ids, logprobs, logprob_token_ids = self.vllm_generation.generate(
                 prompts=prompt_ids,
                 images=images,
-                num_generations=self.args.num_generations if mode == "train" else self.args.num_generations_eval,
+                num_generations=num_generations if self.vllm_mode == "server" else 1,
                 profiler=profiling_context(self, "vLLM.generate"),
             )
-        else:  # transformers, or colocated vLLM (one completion per repeated row)
+        else:
             completion_ids = super()._generate_single_turn(prompt_ids, images, multimodal_fields, has_tool_images)
         # Generation suppresses vision tokens, but vLLM ignores the transformers suppression list.
         completion_ids, num_cut = truncate_at_tokens(
             completion_ids, self._vision_token_ids, self._tokenizer.eos_token_id
         )
+        if self.use_vllm and self.args.rollout_importance_clip is not None:
+            if logprobs is None:
+                raise ValueError(
+                    "`rollout_importance_clip` needs the sampler's log-probabilities, and vLLM sent none."
+                )
+            self._sampler_logps = sampler_token_logps(completion_ids, logprobs, logprob_token_ids)
         num_cut = self.accelerator.gather(torch.tensor(num_cut, device=self.accelerator.device)).sum()
         self._metrics[mode]["completions/vision_token_cut_frac"].append(
             num_cut.item() / (len(completion_ids) * self.accelerator.num_processes)
@@ -434,6 +445,11 @@ class VZeroTrainer(DistillationTrainer):
             self._logs["evidence_score"].extend(scores)
 
         output["teacher_logps"] = pos_logps
+        if self._sampler_logps is not None:  # right-padded like the completions, nan where unknown
+            sampler_logps = torch.zeros(completion_ids.shape, device=device)
+            for row, values in enumerate(self._sampler_logps):
+                sampler_logps[row, : len(values)] = torch.tensor(values)
+            output["sampler_logps"] = sampler_logps
         output["evidence_weights"] = all_weights[first_row : first_row + local_rows]
         output["group_index"] = group_index
         output["num_sequences_in_batch"] = self.accelerator.gather(torch.tensor(local_rows, device=device)).sum()
@@ -445,10 +461,15 @@ class VZeroTrainer(DistillationTrainer):
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         # Reduced here, outside the DDP-wrapped forward where `_compute_loss` runs, as the entropy is in
         # `trl.DistillationTrainer.compute_loss` (TRL 1.16).
-        kl_sum, num_tokens = self._reverse_kl_stats
+        kl_sum, num_tokens, importance = self._reverse_kl_stats
+        mode = "train" if self.model.training else "eval"
+        if importance is not None:  # (ratio sum, clipped count) over the valid tokens
+            ratio_sum, num_clipped = self.accelerator.gather_for_metrics(importance.view(1, 2)).sum(0)
+            total = self.accelerator.gather_for_metrics(num_tokens).sum().clamp(min=1)
+            self._metrics[mode]["rollout_is/ratio_mean"].append((ratio_sum / total).item())
+            self._metrics[mode]["rollout_is/clipped_frac"].append((num_clipped / total).item())
         kl_sum = self.accelerator.gather_for_metrics(kl_sum).sum()
         num_tokens = self.accelerator.gather_for_metrics(num_tokens).sum()
-        mode = "train" if self.model.training else "eval"
         # The divergence the loss distils: the reverse KL, unless a generalized JSD or a top-k support replaces it.
         reverse_kl = self.args.beta == 1.0 and self.args.loss_top_k is None
         name = "distillation/reverse_kl" if reverse_kl else "distillation/divergence"
@@ -480,10 +501,21 @@ class VZeroTrainer(DistillationTrainer):
             else:
                 normalizer = inputs["num_sequences_in_batch"] / self.accelerator.num_processes
 
-        if self.args.loss_type == "sampled_token":
+        student_logps, token_weights, importance = None, None, None
+        if "sampler_logps" in inputs:  # rollout importance correction, min(pi_train / pi_sampler, C) per token
             student_logps, entropy = completion_logps(
                 hidden_states, lm_head, completion_ids, mask, self.temperature, with_entropy=True
             )
+            clip = self.args.rollout_importance_clip
+            token_weights, ratio = truncated_importance_weights(student_logps, inputs["sampler_logps"], mask, clip)
+            valid = mask.bool()
+            importance = torch.stack([ratio[valid].sum(), (ratio[valid] > clip).sum().float()])
+
+        if self.args.loss_type == "sampled_token":
+            if student_logps is None:
+                student_logps, entropy = completion_logps(
+                    hidden_states, lm_head, completion_ids, mask, self.temperature, with_entropy=True
+                )
             loss = sampled_token_loss(
                 student_logps,
                 inputs["teacher_logps"],
@@ -492,6 +524,7 @@ class VZeroTrainer(DistillationTrainer):
                 aggregation=self.args.loss_aggregation,
                 log_ratio_clip=self.args.log_ratio_clip,
                 normalizer=normalizer,
+                token_weights=token_weights,
             )
             per_token_kl = (student_logps - inputs["teacher_logps"]).detach()  # sampled estimate of KL(s || t)
         else:
@@ -508,13 +541,14 @@ class VZeroTrainer(DistillationTrainer):
                 beta=self.args.beta,
                 top_k=self.args.loss_top_k,
             )
+            weighted = per_token_kl if token_weights is None else token_weights * per_token_kl
             loss = weighted_aggregate(
-                per_token_kl, mask, inputs["evidence_weights"], self.args.loss_aggregation, normalizer
+                weighted, mask, inputs["evidence_weights"], self.args.loss_aggregation, normalizer
             )
             per_token_kl = per_token_kl.detach()
 
         valid = mask.bool()
-        self._reverse_kl_stats = (per_token_kl[valid].sum(), valid.sum())
+        self._reverse_kl_stats = (per_token_kl[valid].sum(), valid.sum(), importance)
         return loss, entropy[valid].sum(), valid.sum()
 
     def create_model_card(
