@@ -157,3 +157,56 @@ def test_self_teacher_rejects_a_teacher_model_and_ema_rejects_lora(tiny_models, 
         )
     with pytest.raises(ValueError, match="full-parameter student"):
         self_trainer(tiny_models, tmp_path, dataset, "ema", LoraConfig(**LORA), gradient_checkpointing=True)
+
+
+# --- offload ----------------------------------------------------------------------------------------------------------
+
+
+def test_offloaded_teacher_moves_once_per_generation_batch_and_scores_as_resident(tiny_models, tmp_path, dataset):
+    """On a CPU-only machine the accelerator is the CPU too, so placement alone proves nothing: the test records the
+    teacher's `.to` calls and forwards in order, which shows the move logic (to the accelerator before the replay of a
+    generation batch, every teacher forward in between, back to the CPU after), and compares the scores."""
+    settings = dict(max_steps=2, gradient_accumulation_steps=2, per_device_train_batch_size=2, num_generations=2)
+    offloaded = VZeroTrainer(
+        model=str(tiny_models[0]),
+        teacher_model=str(tiny_models[1]),
+        args=make_args(tmp_path / "off", offload_teacher=True, **settings),
+        train_dataset=dataset,
+    )
+    resident = VZeroTrainer(
+        model=str(tiny_models[0]),
+        teacher_model=str(tiny_models[1]),
+        args=make_args(tmp_path / "res", **settings),
+        train_dataset=dataset,
+    )
+    teacher = offloaded.accelerator.unwrap_model(offloaded.teacher_model)
+    assert all(p.device.type == "cpu" for p in teacher.parameters())
+    events, move = [], teacher.to
+
+    def recording_to(device, *args, **kwargs):
+        events.append(("to", str(device)))
+        return move(device, *args, **kwargs)
+
+    teacher.to = recording_to
+    hook = teacher.register_forward_pre_hook(lambda module, args: events.append("forward"))
+    backbone_hook = teacher.base_model.register_forward_pre_hook(lambda module, args: events.append("forward"))
+    try:
+        offloaded.train()
+    finally:
+        hook.remove()
+        backbone_hook.remove()
+    device = str(offloaded.accelerator.device)
+    # two optimizer steps = two generation batches (4 rollouts each, scored in 2 micro-batches): one round trip each
+    assert [event for event in events if event != "forward"] == [("to", device), ("to", "cpu")] * 2
+    assert events[0] == ("to", device) and events[-1] == ("to", "cpu")
+    moves = [i for i, event in enumerate(events) if event != "forward"]
+    forwards = [i for i, event in enumerate(events) if event == "forward"]
+    # teacher forwards run only between a move to the accelerator and the move back, and in both batches
+    assert all(moves[0] < i < moves[1] or moves[2] < i < moves[3] for i in forwards)
+    assert any(i < moves[1] for i in forwards) and any(i > moves[2] for i in forwards)
+    assert all(p.device.type == "cpu" for p in teacher.parameters())  # between batches the weights sit on the CPU
+
+    rows = [dataset[4]] * 2 + [dataset[5]] * 2
+    batch = generation_batch(offloaded, rows)
+    expected = replay(resident, rows, batch, ["crop", "negative_crop"], "shared_prefix")
+    torch.testing.assert_close(batch["teacher_logps"], expected[0][0], atol=0, rtol=0)
