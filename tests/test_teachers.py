@@ -98,6 +98,8 @@ def test_lora_frozen_teacher_is_the_base_model_with_no_second_copy(tiny_models, 
     expected = replay(external, rows, batch, ["crop"], "per_sequence")[0][0]
     torch.testing.assert_close(batch["teacher_logps"], expected, atol=1e-5, rtol=0)
     assert trainer.model.training  # the adapter is back on, the student back in training mode
+    trainer.create_model_card()  # a card without a teacher model names the self-teacher
+    assert "a frozen copy of the student" in (tmp_path / "out" / "README.md").read_text()
     assert all(module.disable_adapters is False for module in trainer.model.modules() if hasattr(module, "lora_A"))
 
 

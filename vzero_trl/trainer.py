@@ -559,11 +559,17 @@ class VZeroTrainer(DistillationTrainer):
             return
         tags = {tags} if isinstance(tags, str) else set(tags or [])
         wandb_url = wandb.run.url if is_wandb_available() and wandb.run is not None else None
+        base_model = get_config_model_id(self.model.config)
+        if self.args.teacher_source == "external":
+            teacher = get_config_model_id(self.accelerator.unwrap_model(self.teacher_model).config)
+        else:
+            kind = "a frozen copy" if self.args.teacher_source == "frozen" else "an exponential moving average"
+            teacher = f"{kind} of the student ({base_model}), seeing the evidence"
         card = build_model_card(
             args=self.args,
             model_name=model_name or Path(self.args.output_dir).name,
-            base_model=get_config_model_id(self.model.config),
-            teacher_model=get_config_model_id(self.accelerator.unwrap_model(self.teacher_model).config),
+            base_model=base_model,
+            teacher_model=teacher,
             dataset_name=dataset_name,
             tags=sorted(tags | set(self._tag_names)),
             citation=self._paper["citation"],
