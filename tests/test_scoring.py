@@ -202,3 +202,13 @@ def test_top_k_one_is_zero_and_full_top_k_is_the_full_divergence():
     everything, _ = completion_reverse_kl(hidden, student, other, teacher, mask, beta=0.5, top_k=VOCAB)
     full, _ = completion_reverse_kl(hidden, student, other, teacher, mask, beta=0.5)
     torch.testing.assert_close(everything, full, atol=1e-7, rtol=1e-6)
+
+
+def test_fully_masked_batch_has_zero_top_k_divergence_and_gradient():
+    student, teacher = lm_head(24), lm_head(25)
+    hidden, _, _ = batch(26)
+    other, _, _ = batch(27)
+    hidden.requires_grad_(True)
+    divergence, entropy = completion_reverse_kl(hidden, student, other, teacher, torch.zeros(2, 5), beta=0.5, top_k=5)
+    divergence.sum().backward()
+    assert divergence.abs().sum() == 0 and entropy.abs().sum() == 0 and hidden.grad.abs().sum() == 0
