@@ -273,8 +273,12 @@ def splits(script_args: VZeroScriptArguments, training_args: VZeroConfig):
 def main(
     script_args: VZeroScriptArguments, training_args: VZeroConfig, model_args: ModelConfig
 ) -> VZeroTrainer | None:
-    if not training_args.teacher_model_name_or_path:
-        raise ValueError("Set `teacher_model_name_or_path`: V-Zero distils from a local teacher model.")
+    external = training_args.teacher_source == "external"
+    if external and not training_args.teacher_model_name_or_path:
+        raise ValueError(
+            "Set `teacher_model_name_or_path`: V-Zero distils from a local teacher model, or set "
+            "`teacher_source: frozen` (or `ema`) for a self-teacher."
+        )
     silence_unactionable_warnings()
     # transformers' wandb callback reads its project from WANDB_PROJECT only: use the run's `project` unless it is set.
     os.environ.setdefault("WANDB_PROJECT", training_args.project)
@@ -314,7 +318,7 @@ def main(
     trainer_class = RecordingTrainer if demo_record is not None else VZeroTrainer
     trainer = trainer_class(
         model=model_args.model_name_or_path,
-        teacher_model=training_args.teacher_model_name_or_path,
+        teacher_model=training_args.teacher_model_name_or_path if external else None,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,

@@ -81,8 +81,9 @@ def replay(trainer, rows, batch, crop_columns, strategy, **kwargs):
         batch["completion_mask"],
         crop_columns,
         strategy=strategy,
-        crop_prefix=trainer.args.teacher_crop_prefix,
-        crop_suffix=trainer.args.teacher_crop_suffix,
+        crop_prefix=trainer.args.teacher_texts[0],
+        crop_suffix=trainer.args.teacher_texts[1],
+        layout=trainer.args.teacher_view,
         **kwargs,
     )
 

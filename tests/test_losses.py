@@ -1,11 +1,12 @@
 """Pins the gated sampled-token surrogate (eq. 24) and its aggregation. Moving these numbers changes the objective."""
 
+import math
 import random
 
 import pytest
 import torch
 
-from vzero_trl.losses import sampled_token_loss, weighted_aggregate
+from vzero_trl.losses import generalized_jsd, sampled_token_loss, weighted_aggregate
 
 
 # Two rollouts: the first has two valid tokens, the second one (its second position is padding).
@@ -120,3 +121,20 @@ def test_unit_gates_give_plain_on_policy_distillation():
 def test_weighted_aggregate_rejects_unknown_aggregation():
     with pytest.raises(ValueError, match="aggregation"):
         weighted_aggregate(torch.zeros(1, 2), torch.ones(1, 2), torch.ones(1), aggregation="batch")
+
+
+def test_generalized_jsd_hand_computed():
+    # p_s = [0.5, 0.5], p_t = [0.8, 0.2]; beta = 0.5: m = 0.5 s + 0.5 t = [0.65, 0.35], JSD = the mean of the two KLs.
+    s = torch.tensor([0.5, 0.5]).log()
+    t = torch.tensor([0.8, 0.2]).log()
+    m = [0.65, 0.35]
+    kl_t = 0.8 * math.log(0.8 / m[0]) + 0.2 * math.log(0.2 / m[1])
+    kl_s = 0.5 * math.log(0.5 / m[0]) + 0.5 * math.log(0.5 / m[1])
+    assert generalized_jsd(s, t, 0.5).item() == pytest.approx(0.5 * kl_t + 0.5 * kl_s)
+    # beta = 0.25: m = 0.75 s + 0.25 t = [0.575, 0.425]
+    m = [0.575, 0.425]
+    kl_t = 0.8 * math.log(0.8 / m[0]) + 0.2 * math.log(0.2 / m[1])
+    kl_s = 0.5 * math.log(0.5 / m[0]) + 0.5 * math.log(0.5 / m[1])
+    assert generalized_jsd(s, t, 0.25).item() == pytest.approx(0.25 * kl_t + 0.75 * kl_s)
+    # beta = 1: the reverse KL(s || t)
+    assert generalized_jsd(s, t, 1.0).item() == pytest.approx(0.5 * math.log(0.5 / 0.8) + 0.5 * math.log(0.5 / 0.2))

@@ -38,6 +38,8 @@ def test_there_are_recipes_for_the_paper_and_its_ablations():
         "qwen3.5-4b/vzero_random_evidence.yaml",
         "qwen3.5-4b/vzero_teacher_9b.yaml",
         "qwen3.5-4b/vzero_g4.yaml",
+        "qwen3.5-4b/vzero_self.yaml",
+        "qwen3.5-4b/vision_opd.yaml",
     } <= names
     assert {p.stem for p in ACCELERATE} == {"cpu", "single_gpu", "ddp", "zero2", "zero3", "fsdp2"}
 
@@ -54,7 +56,8 @@ def test_recipe_parses_and_starts_with_its_command(script, recipe, tmp_path):
     )
     values = yaml.safe_load(text)
     assert model_args.model_name_or_path == values["model_name_or_path"]
-    assert training_args.teacher_model_name_or_path == values["teacher_model_name_or_path"]
+    assert training_args.teacher_model_name_or_path == values.get("teacher_model_name_or_path")
+    assert training_args.teacher_source == values.get("teacher_source", "external")
     assert training_args.num_generations == values["num_generations"]
     assert training_args.evidence_alpha == values["evidence_alpha"]
     assert script_args.dataset_name == values["dataset_name"]
@@ -162,3 +165,37 @@ def test_torchvision_is_declared_where_real_models_run_and_kept_off_the_cpu_setu
         *(p.read_text() for p in [*ACCELERATE, *(ROOT / "vzero_trl").glob("*.py"), *(ROOT / "scripts").glob("*.py")]),
     ]
     assert not any('pip install "vzero_trl' in text or "pip install vzero_trl[" in text for text in documents)
+
+
+def test_self_teacher_recipes_hold_their_settings(script, tmp_path):
+    def parse(name):
+        return script.make_parser().parse_args_and_config(
+            ["--config", str(ROOT / "configs" / "qwen3.5-4b" / name), "--output_dir", str(tmp_path), *CPU_OVERRIDE]
+        )
+
+    # Vision-OPD's published settings (scripts/run_vision_opd.sh): EMA 0.05, crop-only teacher, top-100 JSD with
+    # alpha/beta 0.5, token-level importance ratios clipped at 2, lr 2e-6, 96 prompts x 8 rollouts, 1,024 tokens.
+    _, opd, model = parse("vision_opd.yaml")
+    assert model.model_name_or_path == "Qwen/Qwen3.5-4B" and opd.teacher_model_name_or_path is None
+    assert (opd.teacher_source, opd.teacher_ema_rate, opd.teacher_view) == ("ema", 0.05, "crop_only")
+    assert (opd.teacher_crop_only_prefix, opd.teacher_crop_only_suffix) == ("", "")
+    assert (opd.loss_type, opd.beta, opd.loss_top_k, opd.rollout_importance_clip) == ("full_reverse_kl", 0.5, 100, 2.0)
+    assert (opd.learning_rate, opd.num_generations, opd.max_completion_length) == (2e-6, 8, 1024)
+    prompts_per_step = 8 * opd.per_device_train_batch_size * opd.gradient_accumulation_steps // opd.num_generations
+    assert prompts_per_step == 96 and opd.evidence_alpha == 0.0 and opd.use_vllm
+    assert "configs/accelerate/ddp.yaml" in (ROOT / "configs" / "qwen3.5-4b" / "vision_opd.yaml").read_text()
+
+    # V-Zero's gate with a frozen self-teacher on one GPU, 16 prompts x 8 per step as the paper recipe
+    _, own, _ = parse("vzero_self.yaml")
+    _, paper, _ = parse("vzero_paper.yaml")
+    assert (own.teacher_source, own.teacher_model_name_or_path, own.teacher_view) == ("frozen", None, "full_and_crop")
+    assert (own.evidence_alpha, own.evidence_weight_min, own.evidence_weight_max) == (1.0, 0.0, 2.0)
+    assert own.per_device_train_batch_size * own.gradient_accumulation_steps == 8 * (
+        paper.per_device_train_batch_size * paper.gradient_accumulation_steps
+    )
+    assert (own.learning_rate, own.loss_type, own.max_completion_length) == (
+        paper.learning_rate,
+        "sampled_token",
+        2048,
+    )
+    assert "configs/accelerate/single_gpu.yaml" in (ROOT / "configs" / "qwen3.5-4b" / "vzero_self.yaml").read_text()

@@ -143,3 +143,72 @@ def test_fully_masked_batch_scores_zero():
     hidden_states, ids, _ = batch(13)
     logps, entropy = completion_logps(hidden_states, head, ids, torch.zeros(2, 5), with_entropy=True)
     assert logps.abs().sum() == 0 and entropy.abs().sum() == 0 and not math.isnan(logps.sum().item())
+
+
+def reference_divergence(s_logits, t_logits, beta, top_k):
+    """One position, written from the definition: optionally restrict both to the teacher's top-k tokens and
+    renormalise, then JSD_beta = beta KL(t || m) + (1 - beta) KL(s || m), m = (1 - beta) s + beta t; beta = 1: KL(s || t)."""
+    if top_k is not None:
+        keep = sorted(range(VOCAB), key=lambda v: -t_logits[v].item())[:top_k]
+        s_logits, t_logits = s_logits[keep], t_logits[keep]
+    s, t = s_logits.softmax(-1), t_logits.softmax(-1)
+    if beta == 1.0:
+        return (s * (s.log() - t.log())).sum()
+    m = (1 - beta) * s + beta * t
+    return beta * (t * (t.log() - m.log())).sum() + (1 - beta) * (s * (s.log() - m.log())).sum()
+
+
+@pytest.mark.parametrize("beta,top_k", [(0.5, None), (0.2, None), (0.5, 100), (1.0, 7), (0.9, 3)])
+def test_generalized_jsd_and_top_k_match_the_definition_value_and_gradient(beta, top_k):
+    student, teacher = lm_head(16, bias=True), lm_head(17, hidden=24)
+    student_hidden, ids, mask = batch(18)
+    teacher_hidden, _, _ = batch(19, hidden=24)
+    student_hidden.requires_grad_(True)
+    divergence, entropy = completion_reverse_kl(
+        student_hidden, student, teacher_hidden, teacher, mask, 0.8, beta=beta, top_k=top_k
+    )
+    gates = torch.tensor([[2.0], [0.5]])  # per-rollout gates, as the trainer applies them
+    (divergence * gates).sum().backward()
+    got = (student_hidden.grad.clone(), student.weight.grad.clone(), student.bias.grad.clone())
+    assert teacher.weight.grad is None
+
+    student_hidden.grad = student.weight.grad = student.bias.grad = None
+    total = 0
+    for b in range(2):
+        for k in range(5):
+            if not mask[b, k]:
+                assert divergence[b, k] == 0 and entropy[b, k] == 0
+                continue
+            s_logits = student(student_hidden[b, k]) / 0.8
+            t_logits = (teacher(teacher_hidden[b, k]) / 0.8).detach()
+            expected = reference_divergence(s_logits, t_logits, beta, top_k)
+            assert divergence[b, k].item() == pytest.approx(expected.item(), rel=1e-6, abs=1e-7)
+            s = s_logits.log_softmax(-1)
+            assert entropy[b, k].item() == pytest.approx(-(s.exp() * s).sum().item(), abs=1e-4)
+            total = total + gates[b, 0] * expected
+    total.backward()
+    for value, expected in zip(got, (student_hidden.grad, student.weight.grad, student.bias.grad), strict=True):
+        torch.testing.assert_close(value, expected, atol=1e-7, rtol=1e-5)
+    assert got[0].abs().sum() > 0
+
+
+def test_top_k_one_is_zero_and_full_top_k_is_the_full_divergence():
+    """Hand-checkable ends: one token renormalises to probability 1 on both sides; all tokens is the full vocabulary."""
+    student, teacher = lm_head(20), lm_head(21)
+    hidden, _, mask = batch(22)
+    other, _, _ = batch(23)
+    one, _ = completion_reverse_kl(hidden, student, other, teacher, mask, beta=0.5, top_k=1)
+    assert one.abs().max() < 1e-12
+    everything, _ = completion_reverse_kl(hidden, student, other, teacher, mask, beta=0.5, top_k=VOCAB)
+    full, _ = completion_reverse_kl(hidden, student, other, teacher, mask, beta=0.5)
+    torch.testing.assert_close(everything, full, atol=1e-7, rtol=1e-6)
+
+
+def test_fully_masked_batch_has_zero_top_k_divergence_and_gradient():
+    student, teacher = lm_head(24), lm_head(25)
+    hidden, _, _ = batch(26)
+    other, _, _ = batch(27)
+    hidden.requires_grad_(True)
+    divergence, entropy = completion_reverse_kl(hidden, student, other, teacher, torch.zeros(2, 5), beta=0.5, top_k=5)
+    divergence.sum().backward()
+    assert divergence.abs().sum() == 0 and entropy.abs().sum() == 0 and hidden.grad.abs().sum() == 0

@@ -2,7 +2,16 @@
 
 import pytest
 import torch
-from helpers import generation_batch, make_trainer, ragged, replay, rows_with_two_image_sizes
+from helpers import (
+    completions_of,
+    generation_batch,
+    load,
+    make_trainer,
+    ragged,
+    reference_logps,
+    replay,
+    rows_with_two_image_sizes,
+)
 
 from vzero_trl.shared_prefix import image_runs
 from vzero_trl.synthetic import make_dataset
@@ -30,8 +39,8 @@ def test_shared_and_per_sequence_scoring_agree_on_both_views(tiny_models, tmp_pa
     kwargs = dict(rows_per_forward=teacher_batch_size, keep_hidden=True)
     shared = replay(trainer, rows, batch, columns, "shared_prefix", **kwargs)
     per_sequence = replay(trainer, rows, batch, columns, "per_sequence", **kwargs)
-    for (shared_logps, _), (reference_logps, _) in zip(shared, per_sequence, strict=True):
-        torch.testing.assert_close(shared_logps, reference_logps, atol=1e-5, rtol=0)
+    for (shared_logps, _), (alone_logps, _) in zip(shared, per_sequence, strict=True):
+        torch.testing.assert_close(shared_logps, alone_logps, atol=1e-5, rtol=0)
     torch.testing.assert_close(shared[0][1], per_sequence[0][1], atol=1e-5, rtol=1e-5)  # hidden states (full KL)
     assert shared[1][1] is None and per_sequence[1][1] is None and not torch.equal(shared[0][0], shared[1][0])
 
@@ -79,3 +88,42 @@ def test_unverified_teacher_types_must_use_the_per_sequence_path(tiny_models, tm
         make_trainer(tiny_models, tmp_path, dataset)
     make_trainer(tiny_models, tmp_path, dataset, teacher_scoring="per_sequence")
     make_trainer(tiny_models, tmp_path, dataset, teacher_scoring="naive")  # the old name of "per_sequence"
+
+
+@pytest.mark.parametrize("texts", [("", ""), ("Region of interest: ", ". Answer from it.")])
+def test_crop_only_views_score_shared_as_per_sequence(tiny_models, tmp_path, dataset, texts):
+    """Crop-only views differ from their first image on: the shared prefix is the chat template's opening alone."""
+    trainer = make_trainer(
+        tiny_models,
+        tmp_path,
+        dataset,
+        num_generations=4,
+        per_device_train_batch_size=8,
+        max_completion_length=12,
+        teacher_view="crop_only",
+        teacher_crop_only_prefix=texts[0],
+        teacher_crop_only_suffix=texts[1],
+    )
+    rows = rows_with_two_image_sizes(dataset)
+    batch = ragged(generation_batch(trainer, rows), trainer._tokenizer.pad_token_id)
+    columns = ["crop", "negative_crop"]
+    shared = replay(trainer, rows, batch, columns, "shared_prefix", keep_hidden=True)
+    per_sequence = replay(trainer, rows, batch, columns, "per_sequence", keep_hidden=True)
+    for (shared_logps, _), (alone_logps, _) in zip(shared, per_sequence, strict=True):
+        torch.testing.assert_close(shared_logps, alone_logps, atol=1e-5, rtol=0)
+    torch.testing.assert_close(shared[0][1], per_sequence[0][1], atol=1e-5, rtol=1e-5)
+    # the trainer's own replay (before `ragged` cut the rollouts, which leaves the earlier tokens' scores unchanged)
+    kept = batch["teacher_logps"] * batch["completion_mask"]
+    torch.testing.assert_close(kept, shared[0][0], atol=1e-5, rtol=0)
+    # and each row equals a full-logits forward of its crop-only prompt alone
+    teacher, processor = load(tiny_models[1])
+    completions = completions_of(batch)
+    for i in (0, 5):
+        content = [
+            {"type": "image", "image": rows[i]["crop"]},
+            {"type": "text", "text": rows[i]["prompt"][0]["content"]},
+        ]
+        if texts[0]:
+            content = [{"type": "text", "text": texts[0]}, content[0], {"type": "text", "text": texts[1]}, content[1]]
+        expected = reference_logps(teacher, processor, [{"role": "user", "content": content}], completions[i])
+        torch.testing.assert_close(shared[0][0][i, : len(completions[i])], torch.tensor(expected), atol=1e-5, rtol=0)

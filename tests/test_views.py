@@ -122,3 +122,40 @@ def test_truncate_at_tokens():
     assert cut == [[5, 6, 7], [5], [2], []]
     assert num_cut == 2
     assert completions[1] == [5, 99, 7]  # input untouched
+
+
+def test_crop_only_view_puts_the_crop_in_place_of_the_full_image():
+    example = row()
+    prompt = student_messages(example)
+    view = teacher_messages(prompt, example["crop"], "", "", layout="crop_only")
+    assert view[0] == prompt[0]
+    assert view[1]["content"] == [
+        {"type": "image", "image": example["crop"]},
+        {"type": "text", "text": "What color is the star?"},
+    ]
+    assert prompt[1]["content"][0]["image"] is example["image"]  # the student's prompt is left untouched
+    framed = teacher_messages(prompt, example["negative_crop"], "PRE", "POST", layout="crop_only")
+    assert framed[1]["content"] == [
+        {"type": "text", "text": "PRE"},
+        {"type": "image", "image": example["negative_crop"]},
+        {"type": "text", "text": "POST"},
+        {"type": "text", "text": "What color is the star?"},
+    ]
+    with pytest.raises(ValueError, match="one full image"):
+        two = student_messages(row(images=[example["image"], example["image"]]))
+        teacher_messages(two, example["crop"], "", "", layout="crop_only")
+
+
+def test_crop_only_view_renders_as_the_student_prompt_with_the_crop(tiny_models):
+    """Rendered by the chat template: with empty texts, the teacher's text is the student's byte for byte."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_models[0])
+    example = row()
+    prompt = student_messages(example)
+    render = lambda messages: processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)  # noqa: E731
+    assert render(teacher_messages(prompt, example["crop"], "", "", layout="crop_only")) == render(prompt)
+    framed = render(teacher_messages(prompt, example["crop"], "Zoomed in: ", "\n", layout="crop_only"))
+    assert framed == render(prompt).replace("<|vision_start|>", "Zoomed in: <|vision_start|>", 1).replace(
+        "<|vision_end|>", "<|vision_end|>\n", 1
+    )

@@ -29,6 +29,27 @@ class VZeroConfig(DistillationConfig):
             Number of rollouts per prompt during evaluation. Defaults to `num_generations`; `per_device_eval_batch_size
             * num_processes` must be a multiple of it.
 
+        > Parameters that control the teacher
+
+        teacher_source (`str`, *optional*, defaults to `"external"`):
+            Where the teacher comes from. `"external"`: the separate `teacher_model` (e.g. Qwen3.5-27B). `"frozen"`: the
+            initial student, never updated; a full-parameter student is copied once, a LoRA student needs no copy (its
+            base model with the adapter disabled is the initial student). `"ema"`: an exponential moving average of
+            the student, `theta_t <- (1 - r) * theta_t + r * theta_s` after every optimizer step with
+            `r = teacher_ema_rate` (Vision-OPD), one copy of the student's weights, saved in every checkpoint
+            (`ema_teacher.pt`) and restored on resume. The self-teachers need no `teacher_model`, see the student's
+            vocabulary and processor by construction, and are gated like an external teacher. Neither runs under
+            DeepSpeed ZeRO-3 or FSDP (they copy unsharded weights); `"ema"` needs a full-parameter student.
+        teacher_ema_rate (`float`, *optional*, defaults to `0.05`):
+            Weight `r` of the student in each EMA step, in `(0, 1]` (Vision-OPD uses `0.05`). Only for
+            `teacher_source="ema"`.
+        offload_teacher (`bool`, *optional*, defaults to `False`):
+            Keep an external teacher's weights on the CPU and move them to the accelerator once per generation batch,
+            for the replay of all its rollouts, and back afterwards: device memory is bounded by the larger of student
+            and teacher instead of their sum, at the cost of two host-device copies of the teacher per generation
+            batch. Only for `teacher_source="external"` and `loss_type="sampled_token"` (the full-vocabulary loss reads
+            the teacher's output layer in every micro-batch), and not under DeepSpeed or FSDP.
+
         > Parameters that control the teacher views
 
         crop_column (`str`, *optional*, defaults to `"crop"`):
@@ -37,10 +58,20 @@ class VZeroConfig(DistillationConfig):
         negative_crop_column (`str`, *optional*, defaults to `"negative_crop"`):
             Dataset column holding the negative evidence image `z-` (an equal-size region away from the target, taken
             after a 2x downsample). Not read when `evidence_alpha` is `0`.
+        teacher_view (`str`, *optional*, defaults to `"full_and_crop"`):
+            Layout of both teacher views. `"full_and_crop"` (paper Fig. 4): the full image, the question, then
+            `teacher_crop_prefix`, the crop and `teacher_crop_suffix`. `"crop_only"` (Vision-OPD): the crop takes the
+            full image's place, between `teacher_crop_only_prefix` and `teacher_crop_only_suffix` (empty by default:
+            the teacher's text is then the student's, byte for byte); needs one image per prompt. The negative view
+            takes the same layout with the negative crop.
         teacher_crop_prefix (`str`, *optional*, defaults to the first half of the paper's Fig. 4 sentence):
-            Text placed after the question and before the crop image in the teacher's user turn.
+            Text placed after the question and before the crop image in the teacher's user turn (`"full_and_crop"`).
         teacher_crop_suffix (`str`, *optional*, defaults to the second half of the paper's Fig. 4 sentence):
-            Text placed after the crop image.
+            Text placed after the crop image (`"full_and_crop"`).
+        teacher_crop_only_prefix (`str`, *optional*, defaults to `""`):
+            Text placed before the crop image, where the full image was (`"crop_only"`; empty texts are left out).
+        teacher_crop_only_suffix (`str`, *optional*, defaults to `""`):
+            Text placed right after the crop image, before the question (`"crop_only"`).
         teacher_batch_size (`int`, *optional*):
             Number of rollouts per teacher forward pass when replaying the views. Defaults to
             `per_device_train_batch_size`. Lower it if the teacher's long multimodal contexts run out of memory.
@@ -92,10 +123,22 @@ class VZeroConfig(DistillationConfig):
         log_ratio_clip (`float`, *optional*):
             If set, the detached log-ratio `lp_s - lp_t` of the sampled-token loss is clamped to
             `[-log_ratio_clip, log_ratio_clip]` (the official code uses `10`). Only for `loss_type="sampled_token"`.
+        rollout_importance_clip (`float`, *optional*):
+            With vLLM rollouts (`use_vllm=True`): multiply each token's loss by the detached truncated importance
+            weight `min(pi_train / pi_sampler, C)`, `C = rollout_importance_clip` (Vision-OPD: `2.0`), from the
+            log-probabilities vLLM returns with its samples. The mean ratio and the clipped fraction are logged under
+            `rollout_is/*`. `None` (the default) leaves the loss as is.
+        loss_top_k (`int`, *optional*):
+            With `loss_type="full_reverse_kl"`: restrict the divergence at each position to the teacher's `loss_top_k`
+            most likely tokens, both distributions renormalised over them (Vision-OPD: `100`). The gate still weights
+            each rollout.
 
     > [!NOTE]
-    > V-Zero uses these inherited fields with the meaning they have in [`~trl.DistillationConfig`]: `beta` must stay
-    > `1.0` (reverse KL), `temperature` must stay `1.0` (rollouts are sampled from, and scored under, the student's
+    > V-Zero uses these inherited fields with the meaning they have in [`~trl.DistillationConfig`]: `beta` selects
+    > the divergence of `loss_type="full_reverse_kl"`, in TRL's convention: `1.0` (the default) is the reverse KL
+    > `KL(p_s || p_t)`, and `beta` in `(0, 1)` the generalized JSD `beta * KL(p_t || m) + (1 - beta) * KL(p_s || m)`
+    > with `m = (1 - beta) * p_s + beta * p_t` (`0.5`: Vision-OPD's symmetric JSD); the sampled-token loss needs
+    > `1.0`. `temperature` must stay `1.0` (rollouts are sampled from, and scored under, the student's
     > own distribution, as in the paper), and `chat_template_kwargs` (e.g. `{"enable_thinking": false}` for Qwen3.5)
     > applies to the student prompt and to both teacher views alike.
     """
@@ -110,6 +153,25 @@ class VZeroConfig(DistillationConfig):
         metadata={"help": "Number of rollouts per prompt during evaluation. Defaults to `num_generations`."},
     )
 
+    # Parameters that control the teacher
+    teacher_source: Literal["external", "frozen", "ema"] = field(
+        default="external",
+        metadata={
+            "help": "'external' (the separate teacher_model), 'frozen' (the initial student; for LoRA the base model "
+            "with the adapter disabled) or 'ema' (an EMA of the student, rate teacher_ema_rate)."
+        },
+    )
+    teacher_ema_rate: float = field(
+        default=0.05,
+        metadata={
+            "help": "Student weight r of the EMA step theta_t <- (1 - r) theta_t + r theta_s (Vision-OPD: 0.05)."
+        },
+    )
+    offload_teacher: bool = field(
+        default=False,
+        metadata={"help": "Keep an external teacher on the CPU, on the accelerator only while it replays a batch."},
+    )
+
     # Parameters that control the teacher views
     crop_column: str = field(
         default="crop",
@@ -119,6 +181,10 @@ class VZeroConfig(DistillationConfig):
         default="negative_crop",
         metadata={"help": "Dataset column with the negative evidence crop z- (not read when evidence_alpha is 0)."},
     )
+    teacher_view: Literal["full_and_crop", "crop_only"] = field(
+        default="full_and_crop",
+        metadata={"help": "'full_and_crop' (paper Fig. 4) or 'crop_only' (Vision-OPD: the crop replaces the image)."},
+    )
     teacher_crop_prefix: str = field(
         default=TEACHER_CROP_PREFIX,
         metadata={"help": "Teacher text between the question and the crop image (paper Fig. 4)."},
@@ -126,6 +192,14 @@ class VZeroConfig(DistillationConfig):
     teacher_crop_suffix: str = field(
         default=TEACHER_CROP_SUFFIX,
         metadata={"help": "Teacher text after the crop image (paper Fig. 4)."},
+    )
+    teacher_crop_only_prefix: str = field(
+        default="",
+        metadata={"help": "Teacher text before the crop image in the 'crop_only' layout (Vision-OPD: none)."},
+    )
+    teacher_crop_only_suffix: str = field(
+        default="",
+        metadata={"help": "Teacher text after the crop image in the 'crop_only' layout (Vision-OPD: none)."},
     )
     teacher_batch_size: int | None = field(
         default=None,
@@ -178,7 +252,10 @@ class VZeroConfig(DistillationConfig):
     # Parameters that control the loss
     loss_type: Literal["sampled_token", "full_reverse_kl"] = field(
         default="sampled_token",
-        metadata={"help": "'sampled_token' (eq. 24) or 'full_reverse_kl' (eq. 22, gate applied per rollout)."},
+        metadata={
+            "help": "'sampled_token' (eq. 24) or 'full_reverse_kl' (eq. 22, gate applied per rollout; with beta < 1 "
+            "the generalized JSD, with loss_top_k over the teacher's top-k tokens)."
+        },
     )
     loss_aggregation: Literal["sequence", "token"] = field(
         default="sequence",
@@ -189,10 +266,30 @@ class VZeroConfig(DistillationConfig):
         metadata={"help": "Clamp of the detached sampled log-ratio (official code: 10). Sampled-token loss only."},
     )
 
+    rollout_importance_clip: float | None = field(
+        default=None,
+        metadata={
+            "help": "Truncation C of the token-level weight min(pi_train / pi_sampler, C) (vLLM; Vision-OPD: 2)."
+        },
+    )
+    loss_top_k: int | None = field(
+        default=None,
+        metadata={
+            "help": "Full-vocabulary loss over the teacher's top-k tokens only, renormalised (Vision-OPD: 100)."
+        },
+    )
+
     @property
     def crop_columns(self) -> list[str]:
         """The evidence columns training reads: the positive crop, and the negative crop unless gating is off."""
         return [self.crop_column] + ([self.negative_crop_column] if self.evidence_alpha > 0 else [])
+
+    @property
+    def teacher_texts(self) -> tuple[str, str]:
+        """The teacher text before and after the crop image in the chosen `teacher_view` layout."""
+        if self.teacher_view == "crop_only":
+            return self.teacher_crop_only_prefix, self.teacher_crop_only_suffix
+        return self.teacher_crop_prefix, self.teacher_crop_suffix
 
     @property
     def reentrant_checkpointing(self) -> bool:
@@ -206,6 +303,16 @@ class VZeroConfig(DistillationConfig):
         _check_choice("evidence_std", self.evidence_std, ("population", "sample"))
         _check_choice("loss_type", self.loss_type, ("sampled_token", "full_reverse_kl"))
         _check_choice("loss_aggregation", self.loss_aggregation, ("sequence", "token"))
+        _check_choice("teacher_view", self.teacher_view, ("full_and_crop", "crop_only"))
+        _check_choice("teacher_source", self.teacher_source, ("external", "frozen", "ema"))
+        if not 0 < self.teacher_ema_rate <= 1:
+            raise ValueError(f"`teacher_ema_rate` must be in (0, 1], got {self.teacher_ema_rate}.")
+        if self.offload_teacher and (self.teacher_source != "external" or self.loss_type != "sampled_token"):
+            raise ValueError(
+                f"`offload_teacher` applies to an external teacher with the sampled-token loss, got "
+                f"teacher_source={self.teacher_source!r} and loss_type={self.loss_type!r}: a self-teacher shares the "
+                "student's device, and the full-vocabulary loss reads the teacher's output layer in every micro-batch."
+            )
         # "naive" is the old name of "per_sequence": accepted, and stored under the new name.
         self.teacher_scoring = "per_sequence" if self.teacher_scoring == "naive" else self.teacher_scoring
         self.student_scoring = "per_sequence" if self.student_scoring == "naive" else self.student_scoring
@@ -245,10 +352,26 @@ class VZeroConfig(DistillationConfig):
                 f"`log_ratio_clip` ({self.log_ratio_clip}) only applies to loss_type='sampled_token', got "
                 f"loss_type={self.loss_type!r}. Unset it, or use the sampled-token loss."
             )
-        if self.beta != 1.0:
+        if not 0 < self.beta <= 1:
             raise ValueError(
-                f"V-Zero distills with the reverse KL, so `beta` must be 1.0, got {self.beta}. Remove `beta` from the "
-                "config."
+                f"`beta` must be in (0, 1] (1: reverse KL, below: generalized JSD), got {self.beta}. The forward KL "
+                "(beta=0) is not supported."
+            )
+        if self.beta != 1.0 and self.loss_type != "full_reverse_kl":
+            raise ValueError(
+                f"The sampled-token loss estimates the reverse KL, so `beta` must be 1.0 with it, got {self.beta}. Set "
+                "`loss_type='full_reverse_kl'` for the generalized JSD, or remove `beta` from the config."
+            )
+        if self.rollout_importance_clip is not None and (self.rollout_importance_clip <= 0 or not self.use_vllm):
+            raise ValueError(
+                f"`rollout_importance_clip` must be > 0 and corrects vLLM rollouts (`use_vllm=True`), got "
+                f"rollout_importance_clip={self.rollout_importance_clip} and use_vllm={self.use_vllm}: without vLLM the "
+                "trainer samples the rollouts itself."
+            )
+        if self.loss_top_k is not None and (self.loss_top_k < 1 or self.loss_type != "full_reverse_kl"):
+            raise ValueError(
+                f"`loss_top_k` must be a positive number of tokens and needs loss_type='full_reverse_kl', got "
+                f"loss_top_k={self.loss_top_k} and loss_type={self.loss_type!r}."
             )
         if self.temperature != 1.0:
             raise ValueError(

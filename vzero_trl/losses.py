@@ -15,6 +15,7 @@ trainer keeps the update identical under gradient accumulation and data parallel
 by the count over the whole generation batch (divided by the number of processes, whose gradients DDP averages).
 """
 
+import math
 from typing import Literal
 
 import torch
@@ -71,9 +72,11 @@ def sampled_token_loss(
     aggregation: Aggregation = "sequence",
     log_ratio_clip: float | None = None,
     normalizer: torch.Tensor | float | None = None,
+    token_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """
-    Gated sampled-token reverse-KL surrogate (eq. 24): per token `w_i * sg[clip(lp_s - lp_t)] * lp_s`.
+    Gated sampled-token reverse-KL surrogate (eq. 24): per token `w_i * sg[clip(lp_s - lp_t)] * lp_s`, times a detached
+    per-token weight `rho_ik` if given (the rollout importance correction, [`vzero_trl.importance`]).
 
     Its value is not a KL (it is `~ -w * d * H` in size); its gradient with respect to the student is
     `w_i * clip(lp_s - lp_t) * grad(lp_s)`, normalised as [`weighted_aggregate`] documents.
@@ -94,6 +97,8 @@ def sampled_token_loss(
             `10`).
         normalizer (`torch.Tensor` or `float`, *optional*):
             See [`weighted_aggregate`].
+        token_weights (`torch.Tensor`, *optional*):
+            Per-token weights `(B, C)`, used as constants.
 
     Returns:
         `torch.Tensor`: scalar surrogate loss.
@@ -103,4 +108,35 @@ def sampled_token_loss(
     log_ratio = torch.where(mask.bool(), log_ratio, torch.zeros_like(log_ratio))
     if log_ratio_clip is not None:
         log_ratio = log_ratio.clamp(min=-log_ratio_clip, max=log_ratio_clip)
-    return weighted_aggregate(log_ratio * student_logps, mask, weights, aggregation, normalizer)
+    per_token = log_ratio * student_logps
+    if token_weights is not None:
+        per_token = token_weights.detach().to(per_token.dtype) * per_token
+    return weighted_aggregate(per_token, mask, weights, aggregation, normalizer)
+
+
+def generalized_jsd(student_logps: torch.Tensor, teacher_logps: torch.Tensor, beta: float) -> torch.Tensor:
+    """
+    Generalized Jensen-Shannon divergence between two distributions over the last axis, in TRL's `beta` convention
+    (`trl.DistillationTrainer`, TRL 1.16): with the mixture `m = (1 - beta) * p_s + beta * p_t`,
+    `JSD_beta = beta * KL(p_t || m) + (1 - beta) * KL(p_s || m)`. `beta = 1` is defined as the reverse KL
+    `KL(p_s || p_t)` (the limit of the formula is 0 there, so TRL special-cases it, and so do we); `beta = 0.5` is the
+    symmetric JSD of Vision-OPD (its "alpha 0.5").
+
+    Args:
+        student_logps (`torch.Tensor`):
+            Normalised student log-probabilities `(..., V)`, carrying the gradient.
+        teacher_logps (`torch.Tensor`):
+            Normalised teacher log-probabilities `(..., V)` (treated as constants by the caller).
+        beta (`float`):
+            In `(0, 1]`.
+
+    Returns:
+        `torch.Tensor`: the divergence per position, shape `(...)`.
+    """
+    student_probs = student_logps.exp()
+    if beta == 1.0:
+        return (student_probs * (student_logps - teacher_logps)).sum(-1)
+    mixture = torch.logaddexp(student_logps + math.log(1 - beta), teacher_logps + math.log(beta))
+    teacher_term = (teacher_logps.exp() * (teacher_logps - mixture)).sum(-1)
+    student_term = (student_probs * (student_logps - mixture)).sum(-1)
+    return beta * teacher_term + (1 - beta) * student_term

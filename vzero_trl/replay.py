@@ -25,6 +25,7 @@ from .views import student_messages, teacher_messages
 
 
 Strategy = Literal["shared_prefix", "per_sequence"]
+Layout = Literal["full_and_crop", "crop_only"]
 Scored = list[tuple[torch.Tensor, torch.Tensor | None]]
 
 # Model inputs that the processor returns besides the token ids and that the backbone accepts.
@@ -47,16 +48,22 @@ def _call(function: Callable, *args, **kwargs):
 
 
 def teacher_views(
-    rows: list[dict[str, Any]], groups: list[slice], crop_columns: list[str], crop_prefix: str, crop_suffix: str
+    rows: list[dict[str, Any]],
+    groups: list[slice],
+    crop_columns: list[str],
+    crop_prefix: str,
+    crop_suffix: str,
+    layout: Layout = "full_and_crop",
 ) -> list[list[list[dict[str, Any]]]]:
     """
     The teacher's messages, built once per group from its first row: `views[v][k]` is group `k`'s prompt with the crop
-    of `crop_columns[v]` appended (paper Fig. 4). Every row of a group is a copy of one dataset example.
+    of `crop_columns[v]` appended (paper Fig. 4) or in place of the full image (`layout="crop_only"`). Every row of a
+    group is a copy of one dataset example.
     """
     prompts = [student_messages(rows[group.start]) for group in groups]
     return [
         [
-            teacher_messages(prompt, rows[group.start][column], crop_prefix, crop_suffix)
+            teacher_messages(prompt, rows[group.start][column], crop_prefix, crop_suffix, layout)
             for prompt, group in zip(prompts, groups, strict=True)
         ]
         for column in crop_columns
@@ -201,6 +208,7 @@ def replay_teacher(
     strategy: Strategy,
     crop_prefix: str,
     crop_suffix: str,
+    layout: Layout = "full_and_crop",
     chat_template_kwargs: dict | None = None,
     temperature: float = 1.0,
     rows_per_forward: int | None = None,
@@ -231,6 +239,9 @@ def replay_teacher(
             `"shared_prefix"` or `"per_sequence"`, see the module docstring.
         crop_prefix (`str`), crop_suffix (`str`):
             Text around the crop image (paper Fig. 4).
+        layout (`str`, *optional*, defaults to `"full_and_crop"`):
+            `"full_and_crop"` (crop appended after the question) or `"crop_only"` (crop in place of the full image),
+            see [`~vzero_trl.views.teacher_messages`].
         chat_template_kwargs (`dict`, *optional*):
             Passed to the chat template, as for the student's prompt.
         temperature (`float`, *optional*, defaults to `1.0`):
@@ -249,7 +260,7 @@ def replay_teacher(
     """
     if [row for group in groups for row in range(group.start, group.stop)] != list(range(completion_ids.size(0))):
         raise ValueError(f"`groups` must cover the {completion_ids.size(0)} rows in order, got {groups}.")
-    views = teacher_views(rows, groups, crop_columns, crop_prefix, crop_suffix)
+    views = teacher_views(rows, groups, crop_columns, crop_prefix, crop_suffix, layout)
     score = score_shared_prefix if strategy == "shared_prefix" else score_per_sequence
     return score(
         teacher,

@@ -8,13 +8,18 @@ vocabulary and 2,048-token completions would cost gigabytes per rollout.
 
 import torch
 from torch.distributed.tensor import DTensor
+from torch.utils.checkpoint import checkpoint
 from trl.kernels import ChunkedLogProbFunction
 from trl.kernels.chunked_divergence import ChunkedDivergenceFunction  # not exported by `trl.kernels`; trl is pinned
 from trl.trainer.utils import maybe_gather_lm_head_ctx
 
+from .losses import generalized_jsd
+
 
 # Vocabulary tile width: a (4096 tokens x 8192) tile is 64 MiB in bf16.
 VOCAB_CHUNK_SIZE = 8192
+# Tokens per full-logits chunk of the top-k divergence: (256 x 248k) float32 logits are 254 MiB per model.
+TOKEN_CHUNK_SIZE = 256
 
 
 def lm_head_params(lm_head: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -86,10 +91,17 @@ def completion_reverse_kl(
     teacher_lm_head: torch.nn.Module,
     mask: torch.Tensor,
     temperature: float = 1.0,
+    beta: float = 1.0,
+    top_k: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """
-    Exact per-token reverse KL `KL(pi_s || pi_t)` over the full vocabulary (eq. 21), at the valid completion positions,
-    in vocabulary tiles (`trl`'s chunked divergence kernel, whose backward honours per-token gradient weights).
+    Exact per-token reverse KL `KL(pi_s || pi_t)` over the full vocabulary (eq. 21), or the generalized JSD for
+    `beta < 1` ([`~vzero_trl.losses.generalized_jsd`]), at the valid completion positions.
+
+    Over the full vocabulary it runs in vocabulary tiles (`trl`'s chunked divergence kernel, whose backward honours
+    per-token gradient weights). With `top_k` (Vision-OPD's top-100), both distributions are restricted to the
+    teacher's `top_k` most likely tokens at each position and renormalised over them before the divergence; that path
+    materialises `(TOKEN_CHUNK_SIZE, V)` logits per chunk and recomputes them in the backward.
 
     Args:
         student_hidden_states (`torch.Tensor`):
@@ -104,24 +116,91 @@ def completion_reverse_kl(
             Completion mask of shape `(B, C)`.
         temperature (`float`, *optional*, defaults to `1.0`):
             Softmax temperature of both distributions.
+        beta (`float`, *optional*, defaults to `1.0`):
+            In `(0, 1]`: `1` is the reverse KL, below it the generalized JSD in TRL's convention.
+        top_k (`int`, *optional*):
+            Restrict the divergence to the teacher's `top_k` tokens at each position (renormalised).
 
     Returns:
-        `tuple[torch.Tensor, torch.Tensor]`: per-token reverse KL `(B, C)` (gradient to the student only) and the
-        student's per-token entropy `(B, C)` (no gradient), both float32 and `0` at masked positions.
+        `tuple[torch.Tensor, torch.Tensor]`: per-token divergence `(B, C)` (gradient to the student only) and the
+        student's per-token full-vocabulary entropy `(B, C)` (no gradient), both float32 and `0` at masked positions.
     """
     valid = mask.bool()
     student_weight, student_bias = lm_head_params(student_lm_head)
     teacher_weight, teacher_bias = lm_head_params(teacher_lm_head)
     teacher_hidden = teacher_hidden_states[valid].to(device=student_hidden_states.device)
-    divergence, entropy = ChunkedDivergenceFunction.apply(
-        student_hidden_states[valid],
-        student_weight,
-        student_bias,
-        teacher_hidden,
-        teacher_weight,
-        teacher_bias,
-        beta=1.0,  # selects the reverse KL
-        temperature=temperature,
-    )
+    if top_k is None:
+        divergence, entropy = ChunkedDivergenceFunction.apply(
+            student_hidden_states[valid],
+            student_weight,
+            student_bias,
+            teacher_hidden,
+            teacher_weight,
+            teacher_bias,
+            beta,  # 1 selects the reverse KL, (0, 1) the generalized JSD, in the convention of `generalized_jsd`
+            temperature,
+        )
+    else:
+        divergence, entropy = _top_k_divergence(
+            student_hidden_states[valid],
+            student_weight,
+            student_bias,
+            teacher_hidden,
+            teacher_weight,
+            teacher_bias,
+            beta,
+            top_k,
+            temperature,
+        )
     zeros = torch.zeros(valid.shape, dtype=torch.float32, device=student_hidden_states.device)
     return zeros.masked_scatter(valid, divergence.float()), zeros.masked_scatter(valid, entropy.detach().float())
+
+
+def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, temperature: float) -> torch.Tensor:
+    return torch.nn.functional.linear(hidden, weight, bias).float() / temperature
+
+
+def _top_k_chunk(student_hidden, student_weight, student_bias, teacher_logits, beta, top_k, temperature):
+    student_logits = _logits(student_hidden, student_weight, student_bias, temperature)
+    top = teacher_logits.topk(top_k, dim=-1).indices
+    student_top = student_logits.gather(-1, top).log_softmax(-1)
+    teacher_top = teacher_logits.gather(-1, top).log_softmax(-1)
+    full = student_logits.detach().log_softmax(-1)
+    return generalized_jsd(student_top, teacher_top, beta), -(full.exp() * full).sum(-1)
+
+
+def _top_k_divergence(
+    student_hidden,
+    student_weight,
+    student_bias,
+    teacher_hidden,
+    teacher_weight,
+    teacher_bias,
+    beta,
+    top_k,
+    temperature,
+):
+    """`(N, H)` hidden states -> the top-k divergence and the student's full-vocabulary entropy, both `(N,)`, in
+    chunks of `TOKEN_CHUNK_SIZE` tokens whose logits are recomputed in the backward instead of stored."""
+    divergences, entropies = [], []
+    for start in range(0, student_hidden.size(0), TOKEN_CHUNK_SIZE):
+        rows = slice(start, start + TOKEN_CHUNK_SIZE)
+        with torch.no_grad():
+            teacher_logits = _logits(teacher_hidden[rows], teacher_weight, teacher_bias, temperature)
+        divergence, entropy = checkpoint(
+            _top_k_chunk,
+            student_hidden[rows],
+            student_weight,
+            student_bias,
+            teacher_logits,
+            beta,
+            top_k,
+            temperature,
+            use_reentrant=False,
+        )
+        divergences.append(divergence)
+        entropies.append(entropy)
+    if not divergences:  # nothing valid: keep the graph connected to the student
+        empty = student_hidden.sum() * 0
+        return empty.expand(0), empty.detach().expand(0)
+    return torch.cat(divergences), torch.cat(entropies)

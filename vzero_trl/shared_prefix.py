@@ -110,7 +110,7 @@ def score_views_shared(
         views (`list[dict]`):
             One processor output per view for this prompt (batch of 1, no padding): `input_ids`, `pixel_values`,
             `image_grid_thw`, `mm_token_type_ids`. The views must agree on every token before their last image (the
-            crop), which is where they may differ.
+            crop), which is where they may differ; a crop-only view's last image is its only one.
         completion_ids (`torch.Tensor`):
             The prompt's rollouts, shape `(G, C)`, right-padded.
         completion_mask (`torch.Tensor`):
@@ -144,13 +144,14 @@ def score_views_shared(
     positions = [rope_positions(backbone, view) for view in views]
 
     # The prefix: full image, question, and the crop sentence up to the crop image; its image is encoded once here.
+    # Crop-only views (the crop in the full image's place) share no image: their prefix is the chat template's opening.
     cache = DynamicCache(config=backbone.config)
     backbone(
         input_ids=first["input_ids"][:, :prefix_length],
         attention_mask=torch.ones(1, prefix_length, dtype=torch.long, device=device),
         position_ids=positions[0][0][..., :prefix_length],
-        pixel_values=first["pixel_values"][:prefix_pixels],
-        image_grid_thw=first["image_grid_thw"][:prefix_images],
+        pixel_values=first["pixel_values"][:prefix_pixels] if prefix_images else None,
+        image_grid_thw=first["image_grid_thw"][:prefix_images] if prefix_images else None,
         mm_token_type_ids=first["mm_token_type_ids"][:, :prefix_length],
         cache=cache,
         use_cache=True,

@@ -13,6 +13,7 @@ from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
 from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedModel, ProcessorMixin, TrainerCallback, is_wandb_available
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 from trl import DistillationTrainer
 from trl.extras.profiling import profiling_context
@@ -38,10 +39,12 @@ from .gating import (
     group_slices,
     rollout_groups,
 )
+from .importance import sampler_token_logps, truncated_importance_weights
 from .losses import sampled_token_loss, weighted_aggregate
 from .replay import MULTIMODAL_KEYS, replay_teacher
 from .scoring import completion_logps, completion_reverse_kl
 from .shared_prefix import student_hidden_grouped, unsupported_reason
+from .teachers import EMACallback, load_ema, offloaded, save_ema, self_teacher_copy, teacher_for_replay
 from .views import check_dataset_columns, check_row, truncate_at_tokens
 
 
@@ -84,9 +87,11 @@ class VZeroTrainer(DistillationTrainer):
     Args:
         model (`str`, [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
             Vision-language student, loaded as in [`~trl.DistillationTrainer`].
-        teacher_model (`str` or [`~transformers.PreTrainedModel`]):
+        teacher_model (`str` or [`~transformers.PreTrainedModel`], *optional*):
             Vision-language teacher sharing the student's vocabulary and processor (e.g. a larger model of the same
-            family). Loaded with `args.teacher_model_init_kwargs` when given as a string.
+            family). Loaded with `args.teacher_model_init_kwargs` when given as a string. Required with
+            `args.teacher_source="external"` (the default); must be `None` with a self-teacher (`"frozen"`, `"ema"`),
+            which is built from the student ([`vzero_trl.teachers`]).
         args ([`VZeroConfig`], *optional*):
             Configuration. Defaults to `VZeroConfig("<model name>-VZero")`.
         train_dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
@@ -120,7 +125,7 @@ class VZeroTrainer(DistillationTrainer):
     def __init__(
         self,
         model: "str | PreTrainedModel",
-        teacher_model: str | PreTrainedModel,
+        teacher_model: str | PreTrainedModel | None = None,
         args: VZeroConfig | None = None,
         train_dataset: Dataset | IterableDataset | None = None,
         eval_dataset: Dataset | IterableDataset | dict[str, Dataset | IterableDataset] | None = None,
@@ -135,8 +140,16 @@ class VZeroTrainer(DistillationTrainer):
             args = VZeroConfig(f"{model_name.rstrip('/').split('/')[-1]}-VZero")
         if not isinstance(args, VZeroConfig):
             raise TypeError(f"`args` must be a VZeroConfig, got {type(args).__name__}.")
-        if teacher_model is None:
-            raise ValueError("V-Zero needs a local `teacher_model` to replay the rollouts under both evidence views.")
+        if args.teacher_source == "external" and teacher_model is None:
+            raise ValueError(
+                "V-Zero needs a local `teacher_model` to replay the rollouts under both evidence views, or a "
+                "self-teacher: `teacher_source='frozen'` or `'ema'`."
+            )
+        if args.teacher_source != "external" and teacher_model is not None:
+            raise ValueError(
+                f"teacher_source={args.teacher_source!r} builds the teacher from the student; pass `teacher_model=None` "
+                "or set `teacher_source='external'`."
+            )
         check_dataset_columns(train_dataset, args.crop_columns, "train_dataset")
         check_dataset_columns(eval_dataset, args.crop_columns, "eval_dataset")
 
@@ -163,7 +176,17 @@ class VZeroTrainer(DistillationTrainer):
                 "left-padded prompts. Load it with `AutoProcessor.from_pretrained(..., padding_side='left')`."
             )
 
-        teacher_config = self.accelerator.unwrap_model(self.teacher_model).config
+        self._peft_teacher = None  # the PEFT student whose base model is the frozen teacher (adapter disabled)
+        if args.teacher_source != "external":
+            self._build_self_teacher()
+        elif args.offload_teacher:
+            if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+                raise ValueError("`offload_teacher` moves a plain module; it does not run under DeepSpeed or FSDP.")
+            self.teacher_model.to("cpu")
+
+        teacher_config = self.accelerator.unwrap_model(
+            self.model if self.teacher_model is None else self.teacher_model
+        ).config
         reason = unsupported_reason(teacher_config.model_type)
         if args.teacher_scoring == "shared_prefix" and reason is not None:
             raise ValueError(
@@ -183,9 +206,46 @@ class VZeroTrainer(DistillationTrainer):
         self.generation_kwargs["suppress_tokens"] = suppressed
         self.generation_config.suppress_tokens = suppressed
         self._reverse_kl_stats = None
+        self._sampler_logps = None  # vLLM's log-probabilities of the last generated rollouts (importance correction)
         # Beside the base class's prompt and completion logs, aligned with them, for the completions table.
         self._logs["gate"] = deque(maxlen=self._logs["prompt"].maxlen)
         self._logs["evidence_score"] = deque(maxlen=self._logs["prompt"].maxlen)
+
+    def _build_self_teacher(self) -> None:
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            raise ValueError(
+                f"teacher_source={self.args.teacher_source!r} copies unsharded weights and does not run under "
+                "DeepSpeed or FSDP; use DDP or one GPU, or an external teacher."
+            )
+        student = self.accelerator.unwrap_model(self.model)
+        if is_peft_model(student):
+            if self.args.teacher_source == "ema":
+                raise ValueError(
+                    "teacher_source='ema' averages all of the student's weights and needs a full-parameter student; "
+                    "with a LoRA student use teacher_source='frozen' (the base model, adapter disabled)."
+                )
+            self._peft_teacher = student
+            return
+        self.teacher_model = self_teacher_copy(student)
+        if self.args.teacher_source == "ema":
+            self.add_callback(
+                EMACallback(self.teacher_model, self.accelerator.unwrap_model, self.args.teacher_ema_rate)
+            )
+
+    def _teacher(self) -> PreTrainedModel | None:
+        """The unwrapped teacher model, or `None` for the frozen teacher of a PEFT student (see `_peft_teacher`)."""
+        return None if self.teacher_model is None else self.accelerator.unwrap_model(self.teacher_model)
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.teacher_source == "ema" and self.args.should_save:
+            folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"  # as `transformers.Trainer._save_checkpoint`
+            save_ema(self.teacher_model, os.path.join(self._get_output_dir(trial=trial), folder))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self.args.teacher_source == "ema":
+            load_ema(self.teacher_model, resume_from_checkpoint)
 
     def _set_signature_columns_if_needed(self):
         # As `trl.DistillationTrainer._set_signature_columns_if_needed` (TRL 1.16), plus the evidence columns (and `id`,
@@ -262,26 +322,35 @@ class VZeroTrainer(DistillationTrainer):
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, has_tool_images=False):
         mode = "train" if self.model.training else "eval"
-        if self.use_vllm and self.vllm_mode == "server":
-            # Mirrors the vLLM branch of `trl.DistillationTrainer._generate_single_turn` (TRL 1.16), but the rows hold
-            # each prompt `num_generations` times in a row, so the server gets every prompt (and its image features)
-            # once with `n = num_generations`, instead of `num_generations` separate requests.
+        self._sampler_logps = None
+        if self.use_vllm:
+            # Mirrors the vLLM branch of `trl.DistillationTrainer._generate_single_turn` (TRL 1.16), but keeps the
+            # sampler's log-probabilities (for `rollout_importance_clip`), and in server mode, where the rows hold each
+            # prompt `num_generations` times in a row, sends every prompt (and its image features) once with
+            # `n = num_generations` instead of `num_generations` separate requests. Colocated: one per repeated row.
             if self.state.global_step != self._last_loaded_step:
                 with profiling_context(self, "sync_weights"):
                     self.vllm_generation.sync_weights()
                 self._last_loaded_step = self.state.global_step
-            _, completion_ids, _, _ = self.vllm_generation.generate(
+            num_generations = self.args.num_generations if mode == "train" else self.args.num_generations_eval
+            _, completion_ids, logprobs, logprob_token_ids = self.vllm_generation.generate(
                 prompts=prompt_ids,
                 images=images,
-                num_generations=self.args.num_generations if mode == "train" else self.args.num_generations_eval,
+                num_generations=num_generations if self.vllm_mode == "server" else 1,
                 profiler=profiling_context(self, "vLLM.generate"),
             )
-        else:  # transformers, or colocated vLLM (one completion per repeated row)
+        else:
             completion_ids = super()._generate_single_turn(prompt_ids, images, multimodal_fields, has_tool_images)
         # Generation suppresses vision tokens, but vLLM ignores the transformers suppression list.
         completion_ids, num_cut = truncate_at_tokens(
             completion_ids, self._vision_token_ids, self._tokenizer.eos_token_id
         )
+        if self.use_vllm and self.args.rollout_importance_clip is not None:
+            if logprobs is None:
+                raise ValueError(
+                    "`rollout_importance_clip` needs the sampler's log-probabilities, and vLLM sent none."
+                )
+            self._sampler_logps = sampler_token_logps(completion_ids, logprobs, logprob_token_ids)
         num_cut = self.accelerator.gather(torch.tensor(num_cut, device=self.accelerator.device)).sum()
         self._metrics[mode]["completions/vision_token_cut_frac"].append(
             num_cut.item() / (len(completion_ids) * self.accelerator.num_processes)
@@ -319,26 +388,33 @@ class VZeroTrainer(DistillationTrainer):
         first_row = self.accelerator.process_index * local_rows  # this process's rows in the gathered batch
         group_index = rollout_groups(local_rows, num_generations, first_row, device)
 
-        teacher = self.accelerator.unwrap_model(self.teacher_model)
-        self.teacher_model.eval()
+        teacher = self._teacher()
+        external = args.teacher_source == "external"  # prepared by the accelerator: forwards go through its wrapper
+        if teacher is not None:
+            self.teacher_model.eval()
         keep_hidden = args.loss_type == "full_reverse_kl"
-        scored = replay_teacher(
-            teacher,
-            self.processing_class,
-            inputs,
-            group_slices(group_index),
-            completion_ids,
-            mask,
-            args.crop_columns,
-            strategy=args.teacher_scoring,
-            crop_prefix=args.teacher_crop_prefix,
-            crop_suffix=args.teacher_crop_suffix,
-            chat_template_kwargs=self.chat_template_kwargs,
-            temperature=self.temperature,
-            rows_per_forward=args.teacher_batch_size or args.per_device_train_batch_size,
-            keep_hidden=keep_hidden,
-            forward=partial(self._forward_redirection, self.teacher_model, teacher),
-        )
+        with (
+            offloaded(teacher, self.accelerator.device, args.offload_teacher),
+            teacher_for_replay(teacher, self._peft_teacher) as scorer,
+        ):
+            scored = replay_teacher(
+                scorer,
+                self.processing_class,
+                inputs,
+                group_slices(group_index),
+                completion_ids,
+                mask,
+                args.crop_columns,
+                strategy=args.teacher_scoring,
+                crop_prefix=args.teacher_texts[0],
+                crop_suffix=args.teacher_texts[1],
+                layout=args.teacher_view,
+                chat_template_kwargs=self.chat_template_kwargs,
+                temperature=self.temperature,
+                rows_per_forward=args.teacher_batch_size or args.per_device_train_batch_size,
+                keep_hidden=keep_hidden,
+                forward=partial(self._forward_redirection, self.teacher_model, teacher) if external else None,
+            )
         (pos_logps, pos_hidden), neg_logps = scored[0], scored[1][0] if len(scored) > 1 else None
 
         # The gate needs whole groups, which may straddle processes: gather, gate, keep this process's rows.
@@ -369,6 +445,11 @@ class VZeroTrainer(DistillationTrainer):
             self._logs["evidence_score"].extend(scores)
 
         output["teacher_logps"] = pos_logps
+        if self._sampler_logps is not None:  # right-padded like the completions, nan where unknown
+            sampler_logps = torch.zeros(completion_ids.shape, device=device)
+            for row, values in enumerate(self._sampler_logps):
+                sampler_logps[row, : len(values)] = torch.tensor(values)
+            output["sampler_logps"] = sampler_logps
         output["evidence_weights"] = all_weights[first_row : first_row + local_rows]
         output["group_index"] = group_index
         output["num_sequences_in_batch"] = self.accelerator.gather(torch.tensor(local_rows, device=device)).sum()
@@ -380,11 +461,19 @@ class VZeroTrainer(DistillationTrainer):
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         # Reduced here, outside the DDP-wrapped forward where `_compute_loss` runs, as the entropy is in
         # `trl.DistillationTrainer.compute_loss` (TRL 1.16).
-        kl_sum, num_tokens = self._reverse_kl_stats
+        kl_sum, num_tokens, importance = self._reverse_kl_stats
+        mode = "train" if self.model.training else "eval"
+        if importance is not None:  # (ratio sum, clipped count) over the valid tokens
+            ratio_sum, num_clipped = self.accelerator.gather_for_metrics(importance.view(1, 2)).sum(0)
+            total = self.accelerator.gather_for_metrics(num_tokens).sum().clamp(min=1)
+            self._metrics[mode]["rollout_is/ratio_mean"].append((ratio_sum / total).item())
+            self._metrics[mode]["rollout_is/clipped_frac"].append((num_clipped / total).item())
         kl_sum = self.accelerator.gather_for_metrics(kl_sum).sum()
         num_tokens = self.accelerator.gather_for_metrics(num_tokens).sum()
-        mode = "train" if self.model.training else "eval"
-        self._metrics[mode]["distillation/reverse_kl"].append((kl_sum / num_tokens.clamp(min=1)).item())
+        # The divergence the loss distils: the reverse KL, unless a generalized JSD or a top-k support replaces it.
+        reverse_kl = self.args.beta == 1.0 and self.args.loss_top_k is None
+        name = "distillation/reverse_kl" if reverse_kl else "distillation/divergence"
+        self._metrics[mode][name].append((kl_sum / num_tokens.clamp(min=1)).item())
         return result
 
     def _compute_loss(self, unwrapped_student, inputs, num_items_in_batch):
@@ -412,10 +501,21 @@ class VZeroTrainer(DistillationTrainer):
             else:
                 normalizer = inputs["num_sequences_in_batch"] / self.accelerator.num_processes
 
-        if self.args.loss_type == "sampled_token":
+        student_logps, token_weights, importance = None, None, None
+        if "sampler_logps" in inputs:  # rollout importance correction, min(pi_train / pi_sampler, C) per token
             student_logps, entropy = completion_logps(
                 hidden_states, lm_head, completion_ids, mask, self.temperature, with_entropy=True
             )
+            clip = self.args.rollout_importance_clip
+            token_weights, ratio = truncated_importance_weights(student_logps, inputs["sampler_logps"], mask, clip)
+            valid = mask.bool()
+            importance = torch.stack([ratio[valid].sum(), (ratio[valid] > clip).sum().float()])
+
+        if self.args.loss_type == "sampled_token":
+            if student_logps is None:
+                student_logps, entropy = completion_logps(
+                    hidden_states, lm_head, completion_ids, mask, self.temperature, with_entropy=True
+                )
             loss = sampled_token_loss(
                 student_logps,
                 inputs["teacher_logps"],
@@ -424,20 +524,31 @@ class VZeroTrainer(DistillationTrainer):
                 aggregation=self.args.loss_aggregation,
                 log_ratio_clip=self.args.log_ratio_clip,
                 normalizer=normalizer,
+                token_weights=token_weights,
             )
             per_token_kl = (student_logps - inputs["teacher_logps"]).detach()  # sampled estimate of KL(s || t)
         else:
-            teacher_lm_head = self.accelerator.unwrap_model(self.teacher_model).get_output_embeddings()
+            # A PEFT student's frozen teacher is its base model, whose lm_head carries no adapter.
+            teacher = self._peft_teacher.get_base_model() if self.teacher_model is None else self._teacher()
+            teacher_lm_head = teacher.get_output_embeddings()
             per_token_kl, entropy = completion_reverse_kl(
-                hidden_states, lm_head, inputs["teacher_hidden_states"], teacher_lm_head, mask, self.temperature
+                hidden_states,
+                lm_head,
+                inputs["teacher_hidden_states"],
+                teacher_lm_head,
+                mask,
+                self.temperature,
+                beta=self.args.beta,
+                top_k=self.args.loss_top_k,
             )
+            weighted = per_token_kl if token_weights is None else token_weights * per_token_kl
             loss = weighted_aggregate(
-                per_token_kl, mask, inputs["evidence_weights"], self.args.loss_aggregation, normalizer
+                weighted, mask, inputs["evidence_weights"], self.args.loss_aggregation, normalizer
             )
             per_token_kl = per_token_kl.detach()
 
         valid = mask.bool()
-        self._reverse_kl_stats = (per_token_kl[valid].sum(), valid.sum())
+        self._reverse_kl_stats = (per_token_kl[valid].sum(), valid.sum(), importance)
         return loss, entropy[valid].sum(), valid.sum()
 
     def create_model_card(
@@ -448,11 +559,17 @@ class VZeroTrainer(DistillationTrainer):
             return
         tags = {tags} if isinstance(tags, str) else set(tags or [])
         wandb_url = wandb.run.url if is_wandb_available() and wandb.run is not None else None
+        base_model = get_config_model_id(self.model.config)
+        if self.args.teacher_source == "external":
+            teacher = get_config_model_id(self.accelerator.unwrap_model(self.teacher_model).config)
+        else:
+            kind = "a frozen copy" if self.args.teacher_source == "frozen" else "an exponential moving average"
+            teacher = f"{kind} of the student ({base_model}), seeing the evidence"
         card = build_model_card(
             args=self.args,
             model_name=model_name or Path(self.args.output_dir).name,
-            base_model=get_config_model_id(self.model.config),
-            teacher_model=get_config_model_id(self.accelerator.unwrap_model(self.teacher_model).config),
+            base_model=base_model,
+            teacher_model=teacher,
             dataset_name=dataset_name,
             tags=sorted(tags | set(self._tag_names)),
             citation=self._paper["citation"],

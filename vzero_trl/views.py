@@ -1,9 +1,14 @@
 """The student and teacher views of a V-Zero example, and the checks that keep bad rows out of training.
 
-The student sees the full image and the question. Each teacher view is the student's prompt with the evidence appended
-to its last user turn (paper Fig. 4): `[full image, question, prefix, crop image, suffix]`. The positive and negative
-views differ only in the crop image, so the gap between their log-probabilities measures how much the rollout depends
-on the question-relevant region.
+The student sees the full image and the question. Each teacher view takes one of two layouts:
+
+- `"full_and_crop"` (paper Fig. 4): the student's prompt with the evidence appended to its last user turn,
+  `[full image, question, prefix, crop image, suffix]`;
+- `"crop_only"` (Vision-OPD): the crop takes the full image's place, `[prefix, crop image, suffix, question]`; with
+  empty prefix and suffix (the default) the teacher's text is the student's, byte for byte.
+
+The positive and negative views differ only in the crop image, so the gap between their log-probabilities measures how
+much the rollout depends on the question-relevant region.
 
 Dataset schema (one row per prompt): `prompt` (conversational, one user turn with the question text), `image` (the full
 image; or `images`, a list), the positive crop and the negative crop (column names from the config); optional `bbox`,
@@ -12,7 +17,7 @@ image; or `images`, a list), the positive crop and the negative crop (column nam
 
 import copy
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import datasets
 from PIL import Image
@@ -47,10 +52,15 @@ def student_messages(row: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def teacher_messages(
-    student_prompt: list[dict[str, Any]], crop: Image.Image, prefix: str, suffix: str
+    student_prompt: list[dict[str, Any]],
+    crop: Image.Image,
+    prefix: str,
+    suffix: str,
+    layout: Literal["full_and_crop", "crop_only"] = "full_and_crop",
 ) -> list[dict[str, Any]]:
     """
-    A teacher view: the student's multimodal prompt with `[prefix, crop, suffix]` appended to its last user turn.
+    A teacher view: the student's multimodal prompt with `[prefix, crop, suffix]` appended to its last user turn
+    (`"full_and_crop"`), or put in place of its one image (`"crop_only"`; empty texts are left out).
 
     Args:
         student_prompt (`list[dict]`):
@@ -61,11 +71,31 @@ def teacher_messages(
             Text before the crop image.
         suffix (`str`):
             Text after the crop image.
+        layout (`str`, *optional*, defaults to `"full_and_crop"`):
+            `"full_and_crop"` or `"crop_only"`, see the module docstring. `"crop_only"` needs a prompt with exactly one
+            image.
 
     Returns:
         `list[dict]`: the teacher's messages.
     """
     messages = copy.copy(student_prompt)
+    if layout == "crop_only":
+        where = [
+            (i, k) for i, m in enumerate(messages) for k, block in enumerate(m["content"]) if block["type"] == "image"
+        ]
+        if len(where) != 1:
+            raise ValueError(
+                f"The crop-only teacher view replaces the one full image, but the prompt has {len(where)}."
+            )
+        (i, k), content = where[0], messages[where[0][0]]["content"]
+        evidence = [
+            {"type": "text", "text": prefix},
+            {"type": "image", "image": crop},
+            {"type": "text", "text": suffix},
+        ]
+        evidence = [block for block in evidence if block["type"] == "image" or block["text"]]
+        messages[i] = {**messages[i], "content": [*content[:k], *evidence, *content[k + 1 :]]}
+        return messages
     last_user = max(i for i, message in enumerate(messages) if message["role"] == "user")
     evidence = [{"type": "text", "text": prefix}, {"type": "image", "image": crop}, {"type": "text", "text": suffix}]
     messages[last_user] = {**messages[last_user], "content": [*messages[last_user]["content"], *evidence]}

@@ -1,0 +1,134 @@
+"""Where the teacher comes from, and where its weights live while it is not scoring.
+
+Three teacher sources (`VZeroConfig.teacher_source`):
+
+- `"external"`: a separate model (e.g. Qwen3.5-27B), prepared by the base trainer as `trainer.teacher_model`;
+- `"frozen"`: the initial student, never updated. A full-parameter student is copied once ([`self_teacher_copy`]); a
+  PEFT student needs no copy: its base model with the adapter disabled is the initial student ([`teacher_for_replay`]);
+- `"ema"`: an exponential moving average of the student, `theta_t <- (1 - r) * theta_t + r * theta_s` after every
+  optimizer step ([`ema_update`], run by [`EMACallback`]); saved in each checkpoint and restored on resume
+  ([`save_ema`], [`load_ema`]).
+
+Every source is a model of the student's family, so shared-prefix scoring applies to the self-teachers whenever it
+applies to the student. Offload ([`offloaded`]) keeps an external teacher on the CPU between generation batches.
+"""
+
+import copy
+import os
+from contextlib import contextmanager
+
+import torch
+from transformers import PreTrainedModel, TrainerCallback
+
+
+EMA_FILE = "ema_teacher.pt"
+
+
+def self_teacher_copy(student: PreTrainedModel) -> PreTrainedModel:
+    """
+    A detached copy of the unwrapped student, in eval mode and without gradients: the `"frozen"` teacher of a
+    full-parameter student, or the starting point of the `"ema"` teacher.
+
+    Args:
+        student ([`~transformers.PreTrainedModel`]):
+            The unwrapped student (not a PEFT model).
+
+    Returns:
+        [`~transformers.PreTrainedModel`]: the copy, on the student's device, in the student's dtype.
+    """
+    teacher = copy.deepcopy(student)
+    teacher.requires_grad_(False)
+    teacher.gradient_checkpointing_disable()
+    return teacher.eval()
+
+
+@torch.no_grad()
+def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, rate: float) -> None:
+    """
+    One EMA step, in place: `theta_t <- (1 - rate) * theta_t + rate * theta_s` for every parameter, matched by name.
+
+    Args:
+        teacher (`torch.nn.Module`):
+            The EMA teacher, a copy of `student` from [`self_teacher_copy`].
+        student (`torch.nn.Module`):
+            The unwrapped student after the optimizer step.
+        rate (`float`):
+            Weight of the student, in `(0, 1]`; `1` makes the teacher follow the student exactly.
+    """
+    student_params = dict(student.named_parameters())
+    for name, param in teacher.named_parameters():
+        param.lerp_(student_params[name].detach().to(param.dtype), rate)
+
+
+class EMACallback(TrainerCallback):
+    """Runs [`ema_update`] after every optimizer step (`on_step_end` follows `optimizer.step()` in the HF loop)."""
+
+    def __init__(self, teacher: torch.nn.Module, unwrap, rate: float):
+        self.teacher, self.unwrap, self.rate = teacher, unwrap, rate
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        ema_update(self.teacher, self.unwrap(model), self.rate)
+
+
+def save_ema(teacher: torch.nn.Module, checkpoint_dir: str) -> None:
+    """Write the EMA teacher's parameters into a checkpoint folder (beside the student's weights)."""
+    torch.save(
+        {name: p.detach().cpu() for name, p in teacher.named_parameters()}, os.path.join(checkpoint_dir, EMA_FILE)
+    )
+
+
+def load_ema(teacher: torch.nn.Module, checkpoint_dir: str) -> None:
+    """Restore the EMA teacher saved by [`save_ema`]; raise if the checkpoint has none (a resume would diverge)."""
+    path = os.path.join(checkpoint_dir, EMA_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{checkpoint_dir} has no {EMA_FILE}: it was not written by a run with teacher_source='ema', so resuming "
+            "from it would restart the EMA teacher from the resumed student."
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    with torch.no_grad():
+        for name, param in teacher.named_parameters():
+            param.copy_(state[name])
+
+
+@contextmanager
+def teacher_for_replay(teacher: PreTrainedModel | None, peft_student: torch.nn.Module | None):
+    """
+    The model that scores the rollouts, for as long as the context lasts.
+
+    Args:
+        teacher ([`~transformers.PreTrainedModel`] or `None`):
+            The unwrapped teacher (external, frozen copy or EMA), or `None` for the frozen teacher of a PEFT student.
+        peft_student (`peft.PeftModel` or `None`):
+            The unwrapped PEFT student when `teacher` is `None`: its adapter is disabled inside the context, so its base
+            model, shared with the student (no second copy of the weights), is the initial student.
+
+    Yields:
+        [`~transformers.PreTrainedModel`]: the teacher model.
+    """
+    if teacher is not None:
+        yield teacher
+        return
+    base, was_training = peft_student.get_base_model(), peft_student.training
+    base.eval()
+    try:
+        with peft_student.disable_adapter():
+            yield base
+    finally:
+        base.train(was_training)
+
+
+@contextmanager
+def offloaded(model: torch.nn.Module, device: torch.device | str, enabled: bool = True):
+    """
+    Move `model` to `device` for the context and back to the CPU after it (teacher offload): device memory then holds
+    the teacher only while it scores a generation batch. With `enabled=False`, a no-op.
+    """
+    if not enabled:
+        yield model
+        return
+    model.to(device)
+    try:
+        yield model
+    finally:
+        model.to("cpu")
