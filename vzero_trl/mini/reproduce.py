@@ -47,12 +47,12 @@ T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 
 class RunSettings:
     """On-policy distillation settings shared by every variant of one world (what `make reproduce` runs)."""
 
-    steps: int = 150
+    steps: int = 120
     learning_rate: float = 3e-4
     prompts_per_step: int = 16
     num_generations: int = 4
     max_completion_length: int = 16
-    eval_every: int = 50
+    eval_every: int = 40
     num_eval_rows: int = 400
 
 
