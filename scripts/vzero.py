@@ -32,7 +32,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
 
 from vzero_trl import VZeroConfig, VZeroTrainer
-from vzero_trl.evaluate import BenchmarkEvalCallback, validation_mix
+from vzero_trl.eval.evaluate import BenchmarkEvalCallback, validation_mix
 from vzero_trl.prepare import open_dataset
 from vzero_trl.processors import load_processor
 from vzero_trl.provenance import setting_differences

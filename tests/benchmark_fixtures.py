@@ -2,7 +2,7 @@
 
 `write_fixture(name, folder)` writes `folder/<name>.parquet` (the layout `scripts/evaluate.py --data_dir` reads) and
 returns its path; `write_all_fixtures(folder)` writes all six. Each file stores its images as the real dataset does and
-keeps the quirks the adapters must handle (see `vzero_trl.benchmarks.DATASETS` for the schemas and their sources):
+keeps the quirks the adapters must handle (see `vzero_trl.eval.tasks.DATASETS` for the schemas and their sources):
 
 - `vstar`: `image` (`Image` feature), `text` with `(A) ...` lines and the answer instruction, `label`, `category`,
   `question_id`; 2 or 4 options; one label written ` c`.
@@ -26,7 +26,7 @@ from pathlib import Path
 import datasets
 from PIL import Image, ImageDraw
 
-from vzero_trl.benchmarks import BENCHMARKS
+from vzero_trl.eval.tasks import BENCHMARKS
 
 
 VSTAR_INSTRUCTION = "Answer with the option's letter from the given choices directly."
