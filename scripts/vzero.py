@@ -33,7 +33,7 @@ from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_qu
 
 from vzero_trl import VZeroConfig, VZeroTrainer
 from vzero_trl.eval.evaluate import BenchmarkEvalCallback, validation_mix
-from vzero_trl.prepare import open_dataset
+from vzero_trl.prepare.pipeline import open_dataset
 from vzero_trl.processors import load_processor
 from vzero_trl.provenance import setting_differences
 from vzero_trl.quiet import silence_unactionable_warnings

@@ -12,10 +12,18 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from vzero_trl import prepare as prepare_module
 from vzero_trl.crops import downsample, downsample_box, negative_box
-from vzero_trl.data import PrepareConfig, RejectedRow, clean_question, convert_row, parse_bbox, prompt_tokens, row_seed
-from vzero_trl.prepare import load_source, prepare
+from vzero_trl.prepare import pipeline
+from vzero_trl.prepare.convert import (
+    PrepareConfig,
+    RejectedRow,
+    clean_question,
+    convert_row,
+    parse_bbox,
+    prompt_tokens,
+    row_seed,
+)
+from vzero_trl.prepare.pipeline import load_source, prepare
 from vzero_trl.synthetic import make_example
 
 
@@ -364,9 +372,7 @@ def test_a_run_that_rejects_every_row_reports_it_and_writes_no_dataset(zwz, tmp_
     assert not (tmp_path / "out" / "dataset").exists()
     assert "**0 kept**, 6 rejected" in (tmp_path / "out" / "README.md").read_text()
     with pytest.raises(ValueError, match="every row was rejected"):
-        prepare_module.publish(
-            zwz_config(zwz, tmp_path, max_bbox_side=1, push_to_hub=True, hub_dataset_id="me/x"), summary
-        )
+        pipeline.publish(zwz_config(zwz, tmp_path, max_bbox_side=1, push_to_hub=True, hub_dataset_id="me/x"), summary)
 
 
 def test_token_limits_reject_long_prompts_and_counts_match_the_processor(tiny_processor_dir, generic_rows, tmp_path):
@@ -411,7 +417,7 @@ def test_an_interrupted_run_resumes_to_the_same_dataset(zwz, tmp_path, monkeypat
     reference = prepare(zwz_config(zwz, tmp_path / "uninterrupted"))
 
     calls = {"n": 0}
-    real = prepare_module.convert_row
+    real = pipeline.convert_row
 
     def crash_on_fourth_row(row, index, config):
         calls["n"] += 1
@@ -419,7 +425,7 @@ def test_an_interrupted_run_resumes_to_the_same_dataset(zwz, tmp_path, monkeypat
             raise KeyboardInterrupt  # like a kill in the middle of the second shard
         return real(row, index, config)
 
-    monkeypatch.setattr(prepare_module, "convert_row", crash_on_fourth_row)
+    monkeypatch.setattr(pipeline, "convert_row", crash_on_fourth_row)
     config = zwz_config(zwz, tmp_path / "interrupted")
     with pytest.raises(KeyboardInterrupt):
         prepare(config)
@@ -431,7 +437,7 @@ def test_an_interrupted_run_resumes_to_the_same_dataset(zwz, tmp_path, monkeypat
     (shards / "00001.tmp" / "data").mkdir(parents=True)
     (shards / "00001.tmp" / "data" / "data-00000-of-00001.arrow").write_bytes(b"half a shard")
 
-    monkeypatch.setattr(prepare_module, "convert_row", real)
+    monkeypatch.setattr(pipeline, "convert_row", real)
     resumed = prepare(config)
     assert not (shards / "00001.tmp").exists()
     assert (shards / "00000" / "rejects.jsonl").stat().st_mtime_ns == first_shard.st_mtime_ns  # not redone
@@ -746,13 +752,13 @@ def test_killing_the_main_process_stops_its_workers(zwz, tmp_path):
     config = zwz_config(zwz, tmp_path, num_proc=2, shard_size=1)
     code = (
         "import os, time\n"
-        "from vzero_trl import prepare\n"
-        "from vzero_trl.data import PrepareConfig\n"
+        "from vzero_trl.prepare import pipeline\n"
+        "from vzero_trl.prepare.convert import PrepareConfig\n"
         "def stuck(row, index, config):\n"
         f"    open(os.path.join({str(pids)!r}, str(os.getpid())), 'w').close()\n"
         "    time.sleep(300)\n"
-        "prepare.convert_row = stuck\n"
-        f"prepare.prepare(PrepareConfig(**{ {k: v for k, v in vars(config).items()}!r}))\n"
+        "pipeline.convert_row = stuck\n"
+        f"pipeline.prepare(PrepareConfig(**{ {k: v for k, v in vars(config).items()}!r}))\n"
     )
     main = subprocess.Popen([sys.executable, "-c", code], cwd=str(Path(__file__).parent.parent))
     workers = []

@@ -30,8 +30,8 @@ from typing import Any
 import datasets
 from tqdm.auto import tqdm
 
-from .card import build_dataset_card, public_settings
-from .data import PrepareConfig, RejectedRow, convert_row, row_id
+from ..card import build_dataset_card, public_settings
+from .convert import PrepareConfig, RejectedRow, convert_row, row_id
 
 
 LOCAL_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}
