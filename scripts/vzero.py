@@ -34,11 +34,9 @@ from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_qu
 from vzero_trl import VZeroConfig, VZeroTrainer
 from vzero_trl.eval.evaluate import BenchmarkEvalCallback, validation_mix
 from vzero_trl.prepare.pipeline import open_dataset
-from vzero_trl.processors import load_processor
+from vzero_trl.processing import load_processor
 from vzero_trl.provenance import setting_differences
 from vzero_trl.quiet import silence_unactionable_warnings
-from vzero_trl.synthetic import make_dataset
-from vzero_trl.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
 
 
 @dataclass
@@ -101,6 +99,10 @@ def make_parser() -> TrlParser:
 
 
 def build_demo_assets(script_args: VZeroScriptArguments, training_args: VZeroConfig, model_args: ModelConfig) -> None:
+    # The test and demo support is imported here only: a run on real checkpoints never loads it.
+    from vzero_trl.toy.synthetic import make_dataset
+    from vzero_trl.toy.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
+
     # Only on the main process: the others wait, then read what it wrote.
     with training_args.main_process_first(desc="building the demo models and data"):
         ensure_tiny_vlm(model_args.model_name_or_path, **TINY_STUDENT)

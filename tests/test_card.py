@@ -18,7 +18,7 @@ def test_hub_id(tmp_path):
     assert hub_id("Qwen/Qwen3.5-4B") == "Qwen/Qwen3.5-4B"
     local = tmp_path / "org" / "model"
     local.mkdir(parents=True)
-    for not_hub in ("vzero_trl.synthetic", "/abs/path/model", "a/b/c", "", None, str(local)):
+    for not_hub in ("vzero_trl.toy.synthetic", "/abs/path/model", "a/b/c", "", None, str(local)):
         assert hub_id(not_hub) is None
 
 
@@ -123,10 +123,12 @@ def test_the_card_says_when_it_holds_a_lora_adapter(tmp_path):
 
 def test_a_torchvision_free_processor_is_imported_first_in_the_quick_start(tmp_path):
     (tmp_path / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen3VLProcessor"}))
-    assert "import vzero_trl.processors" not in card_for(tmp_path) and "pip install torchvision" in card_for(tmp_path)
+    assert "import vzero_trl.toy.processors" not in card_for(tmp_path) and "pip install torchvision" in card_for(
+        tmp_path
+    )
     (tmp_path / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen3VLImageOnlyProcessor"}))
     quick_start = re.search(r"```python\n(.*?)```", card_for(tmp_path), re.DOTALL).group(1)
-    assert quick_start.startswith("import vzero_trl.processors")
+    assert quick_start.startswith("import vzero_trl.toy.processors")
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["model", "lora_adapter"])

@@ -24,7 +24,7 @@ from vzero_trl.prepare.convert import (
     row_seed,
 )
 from vzero_trl.prepare.pipeline import load_source, prepare
-from vzero_trl.synthetic import make_example
+from vzero_trl.toy.synthetic import make_example
 
 
 HINT = "Only focus on the objects inside the red bounding box in the image to answer this question."
@@ -376,9 +376,9 @@ def test_a_run_that_rejects_every_row_reports_it_and_writes_no_dataset(zwz, tmp_
 
 
 def test_token_limits_reject_long_prompts_and_counts_match_the_processor(tiny_processor_dir, generic_rows, tmp_path):
-    from transformers import AutoProcessor
+    from vzero_trl.processing import load_processor
 
-    processor = AutoProcessor.from_pretrained(tiny_processor_dir)
+    processor = load_processor(tiny_processor_dir)
     row = generic_rows[0]
     messages = [
         {
@@ -408,7 +408,7 @@ def test_token_limits_reject_long_prompts_and_counts_match_the_processor(tiny_pr
 
 @pytest.fixture(scope="module")
 def tiny_processor_dir(tmp_path_factory):
-    from vzero_trl.tiny import build_tiny_vlm
+    from vzero_trl.toy.tiny import build_tiny_vlm
 
     return build_tiny_vlm(tmp_path_factory.mktemp("tiny-proc"))
 

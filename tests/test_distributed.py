@@ -20,8 +20,8 @@ from helpers import replay
 
 from vzero_trl import VZeroTrainer
 from vzero_trl.gating import evidence_scores, evidence_weights
-from vzero_trl.synthetic import make_dataset
-from vzero_trl.tiny import build_tiny_pair
+from vzero_trl.toy.synthetic import make_dataset
+from vzero_trl.toy.tiny import build_tiny_pair
 
 
 NUM_PROCESSES = 2

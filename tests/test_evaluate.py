@@ -25,7 +25,7 @@ from vzero_trl.eval.evaluate import (
 )
 from vzero_trl.eval.tasks import BENCHMARKS, LazyEvalItem, load_benchmark
 from vzero_trl.images import BadImage
-from vzero_trl.tiny import TINY_STUDENT, ensure_tiny_vlm
+from vzero_trl.toy.tiny import TINY_STUDENT, ensure_tiny_vlm
 
 
 ROOT = Path(__file__).parent.parent
@@ -230,8 +230,8 @@ def test_training_callback_logs_benchmark_scores(fixtures, tmp_path):
     from helpers import make_trainer
 
     from vzero_trl.eval.evaluate import BenchmarkEvalCallback
-    from vzero_trl.synthetic import make_dataset
-    from vzero_trl.tiny import build_tiny_pair
+    from vzero_trl.toy.synthetic import make_dataset
+    from vzero_trl.toy.tiny import build_tiny_pair
 
     models = build_tiny_pair(tmp_path / "models")
     trainer = make_trainer(models, tmp_path, make_dataset(8), max_steps=2)

@@ -7,7 +7,7 @@ import datasets
 import pytest
 from test_recipes import ROOT, load_script
 
-from vzero_trl.synthetic import make_dataset
+from vzero_trl.toy.synthetic import make_dataset
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import torch
 from helpers import generation_batch, make_trainer, ragged, replay, rows_with_two_image_sizes
 
 from vzero_trl.shared_prefix import image_runs
-from vzero_trl.synthetic import make_dataset
+from vzero_trl.toy.synthetic import make_dataset
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vzero_trl import synthetic
 from vzero_trl.crops import (
     NoRoomForNegative,
     crop_image,
@@ -15,7 +14,8 @@ from vzero_trl.crops import (
     downsample_box,
     expand_box,
 )
-from vzero_trl.synthetic import COLORS, FEATURES, SHAPES, make_dataset, make_example
+from vzero_trl.toy import synthetic
+from vzero_trl.toy.synthetic import COLORS, FEATURES, SHAPES, make_dataset, make_example
 
 
 IMAGE_COLUMNS = ("image", "crop", "negative_crop", "random_crop")
@@ -171,7 +171,7 @@ def test_make_dataset_rejects_empty():
 def test_cli_saves_a_dataset(tmp_path):
     out = tmp_path / "cli"
     subprocess.run(
-        [sys.executable, "-m", "vzero_trl.synthetic", str(out), "--num_examples", "3", "--seed", "5"],
+        [sys.executable, "-m", "vzero_trl.toy.synthetic", str(out), "--num_examples", "3", "--seed", "5"],
         check=True,
         cwd=Path(__file__).resolve().parents[1],
         capture_output=True,

@@ -21,7 +21,7 @@ from peft import LoraConfig
 
 from vzero_trl import VZeroTrainer
 from vzero_trl.gating import evidence_scores, evidence_weights
-from vzero_trl.synthetic import make_dataset
+from vzero_trl.toy.synthetic import make_dataset
 
 
 EVIDENCE_METRICS = [

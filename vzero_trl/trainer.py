@@ -26,7 +26,6 @@ from trl.trainer.utils import (
     unsplit_pixel_values_by_grid,
 )
 
-from . import processors  # noqa: F401  (lets AutoProcessor load the torchvision-free processor of the tiny models)
 from .card import build_model_card
 from .completions_table import log_completions_table
 from .config import VZeroConfig
@@ -39,6 +38,7 @@ from .gating import (
     rollout_groups,
 )
 from .losses import sampled_token_loss, weighted_aggregate
+from .processing import load_processor
 from .replay import MULTIMODAL_KEYS, replay_teacher
 from .scoring import completion_logps, completion_reverse_kl
 from .shared_prefix import student_hidden_grouped, unsupported_reason
@@ -139,6 +139,17 @@ class VZeroTrainer(DistillationTrainer):
             raise ValueError("V-Zero needs a local `teacher_model` to replay the rollouts under both evidence views.")
         check_dataset_columns(train_dataset, args.crop_columns, "train_dataset")
         check_dataset_columns(eval_dataset, args.crop_columns, "eval_dataset")
+        if processing_class is None:
+            # Mirrors `DistillationTrainer.__init__`'s `AutoProcessor.from_pretrained` call, through `load_processor`,
+            # which also loads the tiny models' torchvision-free processor.
+            from_path = isinstance(model, str)
+            processing_class = load_processor(
+                model if from_path else get_config_model_id(model.config),
+                revision=(args.model_init_kwargs or {}).get("revision") if from_path else None,
+                truncation_side="left",
+                padding_side="left",
+                trust_remote_code=args.trust_remote_code,
+            )
 
         super().__init__(
             model=model,

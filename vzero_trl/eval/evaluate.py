@@ -205,11 +205,11 @@ class TransformersGenerator:
     @classmethod
     def from_config(cls, config: EvaluateConfig) -> "TransformersGenerator":
         """Load the checkpoint and its processor, with the run's pixel budget."""
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForImageTextToText
 
-        from .. import processors  # noqa: F401  (the embedded tiny models' processor)
+        from ..processing import load_processor
 
-        processor = AutoProcessor.from_pretrained(config.model, revision=config.revision, padding_side="left")
+        processor = load_processor(config.model, revision=config.revision, padding_side="left")
         processor.image_processor.size = {"shortest_edge": config.min_pixels, "longest_edge": config.max_pixels}
         device_map = "auto" if torch.cuda.is_available() else None
         model = AutoModelForImageTextToText.from_pretrained(

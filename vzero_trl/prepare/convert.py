@@ -430,11 +430,9 @@ def prompt_tokens(processor, messages: list[dict[str, Any]], min_pixels: int, ma
 
 @functools.lru_cache(maxsize=2)
 def _processor(name: str):
-    from transformers import AutoProcessor
+    from ..processing import load_processor
 
-    from .. import processors  # noqa: F401  (the embedded tiny models' processor)
-
-    return AutoProcessor.from_pretrained(name)
+    return load_processor(name)
 
 
 def _check_prompt_lengths(output: dict[str, Any], config: PrepareConfig) -> None:

@@ -6,7 +6,7 @@ without a box hint. The target covers about 4-7% of the canvas side, small enoug
 positive crop is easy, which is the gap V-Zero's evidence gating measures. Rows carry the three evidence views of
 [`vzero_trl.crops`]: the positive crop, the downsampled negative crop and the random crop of the ablation.
 
-Generate a dataset on disk with `python -m vzero_trl.synthetic OUTPUT_DIR --num_examples N --seed S`.
+Generate a dataset on disk with `python -m vzero_trl.toy.synthetic OUTPUT_DIR --num_examples N --seed S`.
 """
 
 import argparse
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import datasets
 from PIL import Image, ImageDraw
 
-from vzero_trl.crops import Box, crop_image, expand_box, negative_box, negative_crop, random_box
+from ..crops import Box, crop_image, expand_box, negative_box, negative_crop, random_box
 
 
 COLORS = {
