@@ -24,6 +24,7 @@ from vzero_trl.prepare.convert import (
     row_seed,
 )
 from vzero_trl.prepare.pipeline import load_source, prepare
+from vzero_trl.schema import dataset_features
 from vzero_trl.toy.synthetic import make_example
 
 
@@ -353,6 +354,7 @@ def test_every_bad_row_is_recorded_with_its_reason_and_good_rows_are_kept(mixed_
     rejects = {json.loads(line)["id"]: json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()}
     assert {uid: r["reason"] for uid, r in rejects.items()} == EXPECTED_REJECTS
     dataset = datasets.load_from_disk(str(out / "dataset"))
+    assert dataset.features == dataset_features(random_crop=False)
     assert dataset["id"] == ["good", "cmyk", "rgba", "gray16", "gray"]
     for row in dataset:
         assert row["image"].mode == "RGB" and row["crop"].mode == "RGB" and row["negative_crop"].mode == "RGB"

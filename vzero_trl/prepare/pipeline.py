@@ -31,26 +31,11 @@ import datasets
 from tqdm.auto import tqdm
 
 from ..card import build_dataset_card, public_settings
+from ..schema import dataset_features
 from .convert import PrepareConfig, RejectedRow, convert_row, row_id
 
 
 LOCAL_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}
-
-
-def output_features(random_crop: bool) -> datasets.Features:
-    """The V-Zero dataset schema written by the pipeline."""
-    features = {
-        "id": datasets.Value("string"),
-        "prompt": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
-        "image": datasets.Image(),
-        "bbox": datasets.List(datasets.Value("int32")),
-        "crop": datasets.Image(),
-        "negative_crop": datasets.Image(),
-        "answer": datasets.Value("string"),
-    }
-    if random_crop:
-        features["random_crop"] = datasets.Image()
-    return datasets.Features(features)
 
 
 def open_dataset(
@@ -263,7 +248,7 @@ def _write_shard(directory: Path, kept: list[dict], rejects: list[dict], config:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     if kept:  # a shard whose rows were all rejected has no data folder (`datasets` cannot reload an empty one)
-        features = output_features(config.random_crop)
+        features = dataset_features(config.random_crop)
         datasets.Dataset.from_list(kept, features=features).save_to_disk(str(staging / "data"))
     with open(staging / "rejects.jsonl", "w") as file:
         file.writelines(json.dumps(record) + "\n" for record in rejects)
