@@ -1,4 +1,4 @@
-"""Benchmark adapters, on local copies written in each public dataset's schema (tests/benchmark_fixtures.py)."""
+"""Benchmark adapters, on local copies written in each public dataset's schema (tests/fixtures/benchmarks.py)."""
 
 import base64
 import dataclasses
@@ -14,7 +14,7 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from benchmark_fixtures import VSTAR_INSTRUCTION, encode, picture, write_all_fixtures, write_fixture, write_mmstar
+from fixtures.benchmarks import VSTAR_INSTRUCTION, encode, picture, write_all_fixtures, write_fixture, write_mmstar
 from PIL import Image
 
 from vzero_trl.eval.tasks import (

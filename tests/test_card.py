@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-from test_launcher import data, launch, script, wandb_project  # noqa: F401  (fixtures)
 
 from vzero_trl import VZeroConfig
 from vzero_trl.card import build_model_card, duration, hub_id
@@ -132,10 +131,10 @@ def test_a_torchvision_free_processor_is_imported_first_in_the_quick_start(tmp_p
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["model", "lora_adapter"])
-def test_the_quick_start_of_a_trained_model_runs_as_written(script, tiny_models, data, tmp_path, lora):  # noqa: F811
+def test_the_quick_start_of_a_trained_model_runs_as_written(launch, tmp_path, lora):
     # On CPU without torchvision, offline: the card's own code, run from the folder above the saved model.
     flags = ["--use_peft", "--lora_r", "4", "--lora_target_modules", "q_proj", "v_proj"] if lora else []
-    launch(script, tiny_models, data, tmp_path / "vzero-tiny", "--max_steps", "1", *flags)
+    launch(tmp_path / "vzero-tiny", "--max_steps", "1", *flags)
     card = (tmp_path / "vzero-tiny" / "README.md").read_text()
     assert ("LoRA adapter" in card) == lora
     quick_start = re.search(r"```python\n(.*?)```", card, re.DOTALL).group(1)

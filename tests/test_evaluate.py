@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from benchmark_fixtures import encode, picture, write_all_fixtures
+from fixtures.benchmarks import encode, picture, write_all_fixtures
 from safetensors.torch import load_file, save_file
 
 from vzero_trl.eval.answers import score_item

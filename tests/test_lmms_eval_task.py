@@ -6,7 +6,7 @@ from pathlib import Path
 import datasets
 import pytest
 import yaml
-from benchmark_fixtures import write_fixture
+from fixtures.benchmarks import write_fixture
 
 from vzero_trl.eval.answers import aggregate, score_item
 from vzero_trl.eval.tasks import load_benchmark
