@@ -23,9 +23,9 @@ from vzero_trl.prepare.convert import (
     prompt_tokens,
     row_seed,
 )
-from vzero_trl.prepare.pipeline import load_source, prepare
+from vzero_trl.prepare.pipeline import load_source, local_splits, open_dataset, prepare
 from vzero_trl.schema import dataset_features
-from vzero_trl.toy.synthetic import make_example
+from vzero_trl.toy.synthetic import make_dataset, make_example
 
 
 HINT = "Only focus on the objects inside the red bounding box in the image to answer this question."
@@ -695,6 +695,27 @@ def test_an_empty_source_is_a_clear_error(tmp_path):
     (tmp_path / "rows.jsonl").write_text("")
     with pytest.raises(ValueError, match=r"rows.jsonl \(split 'train'\) has no rows: there is nothing to prepare"):
         prepare(jsonl_config(tmp_path))
+
+
+def test_open_dataset_names_the_splits_a_local_source_has(tmp_path):
+    rows = make_dataset(3, seed=0).select_columns(["id", "answer"])
+    datasets.DatasetDict(train=rows, test=rows.select([0])).save_to_disk(tmp_path / "split")
+    rows.save_to_disk(tmp_path / "unsplit")
+    rows.to_parquet(tmp_path / "rows.parquet")
+    assert local_splits(str(tmp_path / "split")) == ["train", "test"]
+    assert local_splits(str(tmp_path / "unsplit")) == local_splits(str(tmp_path / "rows.parquet")) == []
+    assert local_splits("org/dataset") is None  # a Hub id: `datasets` checks its split names
+    assert len(open_dataset(str(tmp_path / "split"), split="test")) == 1
+    # A DatasetDict folder without the split used to raise a bare KeyError.
+    with pytest.raises(ValueError, match=r"has the splits \['train', 'test'\], not 'validation'"):
+        open_dataset(str(tmp_path / "split"), split="validation")
+    # A source without splits is the train split; it used to come back whole under any split name.
+    for unsplit in ("unsplit", "rows.parquet"):
+        assert len(open_dataset(str(tmp_path / unsplit))) == 3
+        with pytest.raises(
+            ValueError, match=r"one dataset without splits, read as the 'train' split; it has no 'test'"
+        ):
+            open_dataset(str(tmp_path / unsplit), split="test")
 
 
 def test_duplicate_ids_are_rejected_naming_the_first_row(jsonl_source):

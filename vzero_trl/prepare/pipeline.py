@@ -38,13 +38,35 @@ from .convert import PrepareConfig, RejectedRow, convert_row, row_id
 LOCAL_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}
 
 
+def local_splits(name: str) -> list[str] | None:
+    """
+    The splits of a local dataset: those of a folder saved from a `DatasetDict`, or `[]` for a source without splits (a
+    parquet/json/jsonl/csv file or glob, or a folder saved from one `Dataset`), which [`open_dataset`] reads as its
+    `"train"` split. `None` for a Hub id, whose split names `datasets` checks itself.
+    """
+    path = Path(name)
+    if path.is_dir():
+        listing = path / "dataset_dict.json"
+        return json.loads(listing.read_text())["splits"] if listing.is_file() else []
+    return [] if path.suffix in LOCAL_BUILDERS else None
+
+
 def open_dataset(
     name: str, config_name: str | None = None, split: str = "train", streaming: bool = False
 ) -> datasets.Dataset | datasets.IterableDataset:
     """
     One split of a dataset named by a Hub id, a local parquet/json/jsonl/csv file (or glob), or a folder written by
-    `save_to_disk` (a `DatasetDict` folder gives `split`; a single-dataset folder is the whole dataset).
+    `save_to_disk`. A source without splits (see [`local_splits`]) is the `"train"` split: asking it for another split
+    is an error, not the whole dataset under another name (an evaluation split that is the training data).
     """
+    splits = local_splits(name)
+    if splits == [] and split != "train":
+        raise ValueError(
+            f"{name} is one dataset without splits, read as the 'train' split; it has no {split!r} split. Save a "
+            f"DatasetDict with a {split!r} split, or hold out rows of the training data."
+        )
+    if splits and split not in splits:
+        raise ValueError(f"{name} has the splits {splits}, not {split!r}.")
     path = Path(name)
     if path.is_dir():
         dataset = datasets.load_from_disk(str(path))
