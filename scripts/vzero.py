@@ -33,7 +33,7 @@ from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_qu
 
 from vzero_trl import VZeroConfig, VZeroTrainer
 from vzero_trl.eval.evaluate import BenchmarkEvalCallback, validation_mix
-from vzero_trl.prepare.pipeline import open_dataset
+from vzero_trl.prepare.pipeline import local_splits, open_dataset
 from vzero_trl.processing import load_processor
 from vzero_trl.provenance import setting_differences
 from vzero_trl.quiet import silence_unactionable_warnings
@@ -215,24 +215,19 @@ def splits(script_args: VZeroScriptArguments, training_args: VZeroConfig):
             script_args.dataset_name, script_args.dataset_config, name, streaming=script_args.dataset_streaming
         )
 
-    # The split names of a local source: a DatasetDict folder lists them; a file, a glob or a folder saved from one
-    # `Dataset` has none (`open_dataset` returns it whole for any name). A Hub dataset checks its own split names.
-    path = Path(script_args.dataset_name)
-    named, unsplit = None, path.is_file() or any(c in path.name for c in "*?[")
-    if path.is_dir():
-        split_list = path / "dataset_dict.json"
-        named = json.loads(split_list.read_text())["splits"] if split_list.is_file() else None
-        unsplit = named is None
+    # `open_dataset` refuses a split a local source lacks; checking here first names the launcher's fields, and fails
+    # before the training split is read.
+    named = local_splits(script_args.dataset_name)
     wanted = [script_args.dataset_train_split]
     if training_args.eval_strategy != "no" and script_args.eval_holdout is None:
         wanted.append(script_args.dataset_test_split)
-    missing = [name for name in wanted if named is not None and name not in named]
+    missing = [name for name in wanted if named and name not in named]
     if missing:
         raise ValueError(
             f"{script_args.dataset_name} has the splits {named}, not {missing}. Set `dataset_train_split` / "
             "`dataset_test_split` to one of them, or use `eval_holdout` to evaluate on held-out training rows."
         )
-    if unsplit and len(wanted) == 2:
+    if named == [] and len(wanted) == 2:
         raise ValueError(
             f"{script_args.dataset_name} is one dataset without splits, so `dataset_test_split` "
             f"({script_args.dataset_test_split!r}) would be the training data itself. Set `eval_holdout: 0.05` (a "
