@@ -36,7 +36,6 @@ from vzero_trl.eval.evaluate import BenchmarkEvalCallback, validation_mix
 from vzero_trl.prepare.pipeline import local_splits, open_dataset
 from vzero_trl.processing import load_processor
 from vzero_trl.provenance import setting_differences
-from vzero_trl.quiet import silence_unactionable_warnings
 
 
 @dataclass
@@ -92,10 +91,7 @@ class VZeroScriptArguments(ScriptArguments):
 
 
 def make_parser() -> TrlParser:
-    parser = TrlParser((VZeroScriptArguments, VZeroConfig, ModelConfig))
-    # trackio's project (and wandb's, see `main`) is "huggingface" in TrainingArguments; a recipe or flag overrides it.
-    parser.set_defaults(project="vzero")
-    return parser
+    return TrlParser((VZeroScriptArguments, VZeroConfig, ModelConfig))
 
 
 def build_demo_assets(script_args: VZeroScriptArguments, training_args: VZeroConfig, model_args: ModelConfig) -> None:
@@ -253,7 +249,6 @@ def main(
 ) -> VZeroTrainer | None:
     if not training_args.teacher_model_name_or_path:
         raise ValueError("Set `teacher_model_name_or_path`: V-Zero distils from a local teacher model.")
-    silence_unactionable_warnings()
     # transformers' wandb callback reads its project from WANDB_PROJECT only: use the run's `project` unless it is set.
     os.environ.setdefault("WANDB_PROJECT", training_args.project)
     settings = run_settings(script_args, training_args, model_args)

@@ -98,6 +98,10 @@ class VZeroConfig(DistillationConfig):
     > `1.0` (reverse KL), `temperature` must stay `1.0` (rollouts are sampled from, and scored under, the student's
     > own distribution, as in the paper), and `chat_template_kwargs` (e.g. `{"enable_thinking": false}` for Qwen3.5)
     > applies to the student prompt and to both teacher views alike.
+
+    > [!NOTE]
+    > `project` (the trackio project; the launcher also gives it to wandb) defaults to `"vzero"` instead of
+    > transformers' `"huggingface"`.
     """
 
     # Parameters that control the rollouts
@@ -187,6 +191,12 @@ class VZeroConfig(DistillationConfig):
     log_ratio_clip: float | None = field(
         default=None,
         metadata={"help": "Clamp of the detached sampled log-ratio (official code: 10). Sampled-token loss only."},
+    )
+
+    # Parameters whose default differs from TrainingArguments
+    project: str = field(
+        default="vzero",
+        metadata={"help": "The name of the project to use for logging (trackio; the launcher also sets wandb's)."},
     )
 
     @property

@@ -39,6 +39,7 @@ from .gating import (
 )
 from .losses import sampled_token_loss, weighted_aggregate
 from .processing import load_processor
+from .quiet import silence_unactionable_warnings
 from .replay import MULTIMODAL_KEYS, replay_teacher
 from .scoring import completion_logps, completion_reverse_kl
 from .shared_prefix import student_hidden_grouped, unsupported_reason
@@ -130,6 +131,7 @@ class VZeroTrainer(DistillationTrainer):
         quantization_config: Any = None,
         peft_config: Any = None,
     ):
+        silence_unactionable_warnings()
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
             args = VZeroConfig(f"{model_name.rstrip('/').split('/')[-1]}-VZero")
