@@ -96,7 +96,8 @@ class VZeroTrainer(DistillationTrainer):
         eval_dataset ([`~datasets.Dataset`], [`~datasets.IterableDataset`] or `dict` of them, *optional*):
             Same schema as `train_dataset`.
         processing_class ([`~transformers.ProcessorMixin`], *optional*):
-            The student's processor, with `padding_side="left"`. Loaded from `model` when `None`.
+            The student's processor, with `padding_side="left"`. Loaded from `model` with
+            [`~vzero_trl.processing.load_processor`] when `None`.
         callbacks, optimizers, quantization_config, peft_config:
             As in [`~trl.DistillationTrainer`]. LoRA students are supported (not on `lm_head`).
     """
