@@ -511,6 +511,7 @@ def test_the_trainer_silences_only_the_warnings_a_user_cannot_act_on(tiny_models
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always")
+            warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated")  # the test recipe's
             make_trainer(tiny_models, tmp_path, make_dataset(2, seed=0))
             with warnings.catch_warnings(record=True) as caught:
                 warnings.warn("`is_gradient_checkpointing` is deprecated, use ...", FutureWarning, stacklevel=1)
