@@ -42,8 +42,8 @@ from transformers.utils.import_utils import is_flash_linear_attention_available
 import vzero_trl.trainer
 from vzero_trl import VZeroTrainer
 from vzero_trl.replay import replay_teacher, teacher_views, tokenize
-from vzero_trl.synthetic import make_example
-from vzero_trl.tiny import TINY_STUDENT, ensure_tiny_vlm, vlm_config
+from vzero_trl.toy.synthetic import make_example
+from vzero_trl.toy.tiny import TINY_STUDENT, ensure_tiny_vlm, vlm_config
 from vzero_trl.views import student_messages
 
 

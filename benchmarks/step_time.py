@@ -25,8 +25,8 @@ import torch
 from trl import DistillationConfig, DistillationTrainer
 
 from vzero_trl import VZeroConfig, VZeroTrainer
-from vzero_trl.synthetic import make_example
-from vzero_trl.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
+from vzero_trl.toy.synthetic import make_example
+from vzero_trl.toy.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
 
 
 def dataset(num_prompts: int, num_generations: int, image_side: int) -> datasets.Dataset:

@@ -24,8 +24,8 @@ from vzero_trl.losses import sampled_token_loss
 from vzero_trl.replay import MULTIMODAL_KEYS
 from vzero_trl.scoring import completion_logps
 from vzero_trl.shared_prefix import student_hidden_grouped
-from vzero_trl.synthetic import make_example
-from vzero_trl.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
+from vzero_trl.toy.synthetic import make_example
+from vzero_trl.toy.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
 from vzero_trl.views import student_messages
 
 

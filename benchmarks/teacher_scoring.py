@@ -19,8 +19,8 @@ import torch
 from vzero_trl import VZeroConfig, VZeroTrainer
 from vzero_trl.gating import group_slices, rollout_groups
 from vzero_trl.replay import replay_teacher, teacher_views, tokenize
-from vzero_trl.synthetic import make_example
-from vzero_trl.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
+from vzero_trl.toy.synthetic import make_example
+from vzero_trl.toy.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
 
 
 MODELS = {

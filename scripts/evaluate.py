@@ -13,12 +13,12 @@ A quick look at a trained checkpoint (greedy, 50 questions per benchmark, local 
 
 Rerunning the same command resumes: questions already in `output_dir/predictions.jsonl` are not asked again (a rerun
 with another model, data or generation settings is refused; `--overwrite` starts over). Every flag
-is a field of `vzero_trl.evaluate.EvaluateConfig`; `--config settings.yaml` reads them from a file.
+is a field of `vzero_trl.eval.evaluate.EvaluateConfig`; `--config settings.yaml` reads them from a file.
 """
 
 from trl import TrlParser
 
-from vzero_trl.evaluate import EvaluateConfig, evaluate, report
+from vzero_trl.eval.evaluate import EvaluateConfig, evaluate, report
 from vzero_trl.quiet import silence_unactionable_warnings
 
 

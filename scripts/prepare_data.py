@@ -13,7 +13,7 @@ Any dataset with an image, a question and a box:
 
 A rerun with the same settings resumes where an interrupted run stopped. `--limit 100` makes a quick trial. Bad rows
 are never fatal: they are listed in `output_dir/rejects.jsonl` and counted in the card. The command fails (exit status
-1) only when no row at all was kept. Every flag is a field of `vzero_trl.data.PrepareConfig`; `--config settings.yaml`
+1) only when no row at all was kept. Every flag is a field of `vzero_trl.prepare.convert.PrepareConfig`; `--config settings.yaml`
 reads them from a file.
 """
 
@@ -21,8 +21,8 @@ import sys
 
 from trl import TrlParser
 
-from vzero_trl.data import PrepareConfig
-from vzero_trl.prepare import prepare, publish
+from vzero_trl.prepare.convert import PrepareConfig
+from vzero_trl.prepare.pipeline import prepare, publish
 
 
 def main(config: PrepareConfig) -> dict:

@@ -33,14 +33,10 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
 
 from vzero_trl import VZeroConfig, VZeroTrainer
-from vzero_trl.evaluate import BenchmarkEvalCallback, validation_mix
-from vzero_trl.mini.demo import build_demo_data, build_demo_pair, demo_report
-from vzero_trl.mini.reproduce import RecordingTrainer
-from vzero_trl.prepare import open_dataset
-from vzero_trl.processors import load_processor
+from vzero_trl.eval.evaluate import BenchmarkEvalCallback, validation_mix
+from vzero_trl.prepare.pipeline import local_splits, open_dataset
+from vzero_trl.processing import load_processor
 from vzero_trl.provenance import setting_differences
-from vzero_trl.quiet import silence_unactionable_warnings
-from vzero_trl.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
 
 
 @dataclass
@@ -104,10 +100,7 @@ class VZeroScriptArguments(ScriptArguments):
 
 
 def make_parser() -> TrlParser:
-    parser = TrlParser((VZeroScriptArguments, VZeroConfig, ModelConfig))
-    # trackio's project (and wandb's, see `main`) is "huggingface" in TrainingArguments; a recipe or flag overrides it.
-    parser.set_defaults(project="vzero")
-    return parser
+    return TrlParser((VZeroScriptArguments, VZeroConfig, ModelConfig))
 
 
 def build_demo_assets(
@@ -116,6 +109,10 @@ def build_demo_assets(
     """Build what is missing of the demo's models and data; return the trained pair's build record (or None)."""
     if script_args.demo_models not in ("trained", "random"):
         raise ValueError(f"demo_models must be 'trained' or 'random', got {script_args.demo_models!r}.")
+    # The test and demo support is imported here only: a run on real checkpoints never loads it.
+    from vzero_trl.mini.demo import build_demo_data, build_demo_pair
+    from vzero_trl.toy.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
+
     record = None
     # Only on the main process: the others wait, then read what it wrote.
     with training_args.main_process_first(desc="building the demo models and data"):
@@ -232,24 +229,19 @@ def splits(script_args: VZeroScriptArguments, training_args: VZeroConfig):
             script_args.dataset_name, script_args.dataset_config, name, streaming=script_args.dataset_streaming
         )
 
-    # The split names of a local source: a DatasetDict folder lists them; a file, a glob or a folder saved from one
-    # `Dataset` has none (`open_dataset` returns it whole for any name). A Hub dataset checks its own split names.
-    path = Path(script_args.dataset_name)
-    named, unsplit = None, path.is_file() or any(c in path.name for c in "*?[")
-    if path.is_dir():
-        split_list = path / "dataset_dict.json"
-        named = json.loads(split_list.read_text())["splits"] if split_list.is_file() else None
-        unsplit = named is None
+    # `open_dataset` refuses a split a local source lacks; checking here first names the launcher's fields, and fails
+    # before the training split is read.
+    named = local_splits(script_args.dataset_name)
     wanted = [script_args.dataset_train_split]
     if training_args.eval_strategy != "no" and script_args.eval_holdout is None:
         wanted.append(script_args.dataset_test_split)
-    missing = [name for name in wanted if named is not None and name not in named]
+    missing = [name for name in wanted if named and name not in named]
     if missing:
         raise ValueError(
             f"{script_args.dataset_name} has the splits {named}, not {missing}. Set `dataset_train_split` / "
             "`dataset_test_split` to one of them, or use `eval_holdout` to evaluate on held-out training rows."
         )
-    if unsplit and len(wanted) == 2:
+    if named == [] and len(wanted) == 2:
         raise ValueError(
             f"{script_args.dataset_name} is one dataset without splits, so `dataset_test_split` "
             f"({script_args.dataset_test_split!r}) would be the training data itself. Set `eval_holdout: 0.05` (a "
@@ -279,7 +271,6 @@ def main(
             "Set `teacher_model_name_or_path`: V-Zero distils from a local teacher model, or set "
             "`teacher_source: frozen` (or `ema`) for a self-teacher."
         )
-    silence_unactionable_warnings()
     # transformers' wandb callback reads its project from WANDB_PROJECT only: use the run's `project` unless it is set.
     os.environ.setdefault("WANDB_PROJECT", training_args.project)
     settings = run_settings(script_args, training_args, model_args)
@@ -314,8 +305,9 @@ def main(
 
     train_dataset, eval_dataset = splits(script_args, training_args)
     start_run(script_args, training_args, settings)
-    # The trained demo records each rollout's gate and correctness for its report; it trains exactly as VZeroTrainer.
-    trainer_class = RecordingTrainer if demo_record is not None else VZeroTrainer
+    trainer_class = VZeroTrainer
+    if demo_record is not None:  # records each rollout's gate and correctness for the report; trains as VZeroTrainer
+        from vzero_trl.mini.reproduce import RecordingTrainer as trainer_class
     trainer = trainer_class(
         model=model_args.model_name_or_path,
         teacher_model=training_args.teacher_model_name_or_path if external else None,
@@ -353,6 +345,8 @@ def main(
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
     trainer.accelerator.print(f"Saved the model, its processor and model card to {training_args.output_dir}")
     if demo_record is not None and trainer.is_world_process_zero():
+        from vzero_trl.mini.demo import demo_report
+
         demo_report(trainer, demo_record, training_args.output_dir)
     return trainer
 

@@ -14,9 +14,12 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 import pytest  # noqa: E402
-from hub_server import fake_hub  # noqa: E402, F401  (a loopback Hub-compatible server for publishing tests)
 
-from vzero_trl.tiny import build_tiny_pair  # noqa: E402
+from vzero_trl.toy.tiny import build_tiny_pair  # noqa: E402
+
+
+# `fake_hub`: a loopback Hub-compatible server for publishing tests; `script`, `launch_data`, `launch`: the launcher.
+pytest_plugins = ["fixtures.hub_server", "fixtures.launcher"]
 
 
 @pytest.fixture(scope="session")

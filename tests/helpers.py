@@ -9,11 +9,12 @@ import importlib.util
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoModelForImageTextToText
 
 from vzero_trl import VZeroConfig, VZeroTrainer
 from vzero_trl.config import TEACHER_CROP_PREFIX, TEACHER_CROP_SUFFIX
 from vzero_trl.gating import group_slices, rollout_groups
+from vzero_trl.processing import load_processor
 from vzero_trl.replay import replay_teacher
 
 
@@ -114,9 +115,7 @@ def completions_of(batch):
 
 
 def load(path):
-    return AutoModelForImageTextToText.from_pretrained(path).eval(), AutoProcessor.from_pretrained(
-        path, padding_side="left"
-    )
+    return AutoModelForImageTextToText.from_pretrained(path).eval(), load_processor(path, padding_side="left")
 
 
 def reference_logits(model, processor, messages, tokens):

@@ -5,7 +5,7 @@ import math
 import pytest
 from PIL import Image
 
-from vzero_trl.answers import (
+from vzero_trl.eval.answers import (
     PAPER_ROWS,
     ZWZ_SYSTEM_PROMPT,
     aggregate,
@@ -16,7 +16,7 @@ from vzero_trl.answers import (
     score_item,
     table_row,
 )
-from vzero_trl.benchmarks import BENCHMARKS, EvalItem
+from vzero_trl.eval.tasks import BENCHMARKS, EvalItem
 
 
 def test_system_prompt_is_zwz_verbatim():

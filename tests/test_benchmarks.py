@@ -1,4 +1,4 @@
-"""Benchmark adapters, on local copies written in each public dataset's schema (tests/benchmark_fixtures.py)."""
+"""Benchmark adapters, on local copies written in each public dataset's schema (tests/fixtures/benchmarks.py)."""
 
 import base64
 import dataclasses
@@ -14,10 +14,10 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from benchmark_fixtures import VSTAR_INSTRUCTION, encode, picture, write_all_fixtures, write_fixture, write_mmstar
+from fixtures.benchmarks import VSTAR_INSTRUCTION, encode, picture, write_all_fixtures, write_fixture, write_mmstar
 from PIL import Image
 
-from vzero_trl.benchmarks import (
+from vzero_trl.eval.tasks import (
     BENCHMARKS,
     DATASETS,
     HRBENCH_INSTRUCTION,
@@ -306,7 +306,7 @@ def test_hub_sources(fake_hub, fixtures, tmp_path):
     code = f"""
 import json
 from huggingface_hub import HfApi
-from vzero_trl.benchmarks import load_benchmark
+from vzero_trl.eval.tasks import load_benchmark
 HfApi().create_repo("DreamMr/HR-Bench", repo_type="dataset")
 HfApi().upload_folder(folder_path={str(repo)!r}, repo_id="DreamMr/HR-Bench", repo_type="dataset")
 def rows(items):

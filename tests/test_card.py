@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-from test_launcher import data, launch, script, wandb_project  # noqa: F401  (fixtures)
 
 from vzero_trl import VZeroConfig
 from vzero_trl.card import build_model_card, duration, hub_id
@@ -18,7 +17,7 @@ def test_hub_id(tmp_path):
     assert hub_id("Qwen/Qwen3.5-4B") == "Qwen/Qwen3.5-4B"
     local = tmp_path / "org" / "model"
     local.mkdir(parents=True)
-    for not_hub in ("vzero_trl.synthetic", "/abs/path/model", "a/b/c", "", None, str(local)):
+    for not_hub in ("vzero_trl.toy.synthetic", "/abs/path/model", "a/b/c", "", None, str(local)):
         assert hub_id(not_hub) is None
 
 
@@ -123,17 +122,19 @@ def test_the_card_says_when_it_holds_a_lora_adapter(tmp_path):
 
 def test_a_torchvision_free_processor_is_imported_first_in_the_quick_start(tmp_path):
     (tmp_path / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen3VLProcessor"}))
-    assert "import vzero_trl.processors" not in card_for(tmp_path) and "pip install torchvision" in card_for(tmp_path)
+    assert "import vzero_trl.toy.processors" not in card_for(tmp_path) and "pip install torchvision" in card_for(
+        tmp_path
+    )
     (tmp_path / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen3VLImageOnlyProcessor"}))
     quick_start = re.search(r"```python\n(.*?)```", card_for(tmp_path), re.DOTALL).group(1)
-    assert quick_start.startswith("import vzero_trl.processors")
+    assert quick_start.startswith("import vzero_trl.toy.processors")
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["model", "lora_adapter"])
-def test_the_quick_start_of_a_trained_model_runs_as_written(script, tiny_models, data, tmp_path, lora):  # noqa: F811
+def test_the_quick_start_of_a_trained_model_runs_as_written(launch, tmp_path, lora):
     # On CPU without torchvision, offline: the card's own code, run from the folder above the saved model.
     flags = ["--use_peft", "--lora_r", "4", "--lora_target_modules", "q_proj", "v_proj"] if lora else []
-    launch(script, tiny_models, data, tmp_path / "vzero-tiny", "--max_steps", "1", *flags)
+    launch(tmp_path / "vzero-tiny", "--max_steps", "1", *flags)
     card = (tmp_path / "vzero-tiny" / "README.md").read_text()
     assert ("LoRA adapter" in card) == lora
     quick_start = re.search(r"```python\n(.*?)```", card, re.DOTALL).group(1)

@@ -22,6 +22,7 @@ def test_defaults_are_the_paper():
     assert (args.loss_type, args.loss_aggregation, args.log_ratio_clip) == ("sampled_token", "sequence", None)
     assert (args.crop_column, args.negative_crop_column) == ("crop", "negative_crop")
     assert args.beta == 1.0 and args.learning_rate == 1e-6 and args.temperature == 1.0
+    assert args.project == "vzero"  # the tracking project (transformers' default is "huggingface")
     sentence = TEACHER_CROP_PREFIX + "<crop>" + TEACHER_CROP_SUFFIX
     assert sentence == (
         "\nThe next image is a cropped view of the target image from the original image: <crop>. Use the crop as "

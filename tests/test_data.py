@@ -12,11 +12,20 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from vzero_trl import prepare as prepare_module
 from vzero_trl.crops import downsample, downsample_box, negative_box
-from vzero_trl.data import PrepareConfig, RejectedRow, clean_question, convert_row, parse_bbox, prompt_tokens, row_seed
-from vzero_trl.prepare import load_source, prepare
-from vzero_trl.synthetic import make_example
+from vzero_trl.prepare import pipeline
+from vzero_trl.prepare.convert import (
+    PrepareConfig,
+    RejectedRow,
+    clean_question,
+    convert_row,
+    parse_bbox,
+    prompt_tokens,
+    row_seed,
+)
+from vzero_trl.prepare.pipeline import load_source, local_splits, open_dataset, prepare
+from vzero_trl.schema import dataset_features
+from vzero_trl.toy.synthetic import make_dataset, make_example
 
 
 HINT = "Only focus on the objects inside the red bounding box in the image to answer this question."
@@ -345,6 +354,7 @@ def test_every_bad_row_is_recorded_with_its_reason_and_good_rows_are_kept(mixed_
     rejects = {json.loads(line)["id"]: json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()}
     assert {uid: r["reason"] for uid, r in rejects.items()} == EXPECTED_REJECTS
     dataset = datasets.load_from_disk(str(out / "dataset"))
+    assert dataset.features == dataset_features(random_crop=False)
     assert dataset["id"] == ["good", "cmyk", "rgba", "gray16", "gray"]
     for row in dataset:
         assert row["image"].mode == "RGB" and row["crop"].mode == "RGB" and row["negative_crop"].mode == "RGB"
@@ -364,15 +374,13 @@ def test_a_run_that_rejects_every_row_reports_it_and_writes_no_dataset(zwz, tmp_
     assert not (tmp_path / "out" / "dataset").exists()
     assert "**0 kept**, 6 rejected" in (tmp_path / "out" / "README.md").read_text()
     with pytest.raises(ValueError, match="every row was rejected"):
-        prepare_module.publish(
-            zwz_config(zwz, tmp_path, max_bbox_side=1, push_to_hub=True, hub_dataset_id="me/x"), summary
-        )
+        pipeline.publish(zwz_config(zwz, tmp_path, max_bbox_side=1, push_to_hub=True, hub_dataset_id="me/x"), summary)
 
 
 def test_token_limits_reject_long_prompts_and_counts_match_the_processor(tiny_processor_dir, generic_rows, tmp_path):
-    from transformers import AutoProcessor
+    from vzero_trl.processing import load_processor
 
-    processor = AutoProcessor.from_pretrained(tiny_processor_dir)
+    processor = load_processor(tiny_processor_dir)
     row = generic_rows[0]
     messages = [
         {
@@ -402,7 +410,7 @@ def test_token_limits_reject_long_prompts_and_counts_match_the_processor(tiny_pr
 
 @pytest.fixture(scope="module")
 def tiny_processor_dir(tmp_path_factory):
-    from vzero_trl.tiny import build_tiny_vlm
+    from vzero_trl.toy.tiny import build_tiny_vlm
 
     return build_tiny_vlm(tmp_path_factory.mktemp("tiny-proc"))
 
@@ -411,7 +419,7 @@ def test_an_interrupted_run_resumes_to_the_same_dataset(zwz, tmp_path, monkeypat
     reference = prepare(zwz_config(zwz, tmp_path / "uninterrupted"))
 
     calls = {"n": 0}
-    real = prepare_module.convert_row
+    real = pipeline.convert_row
 
     def crash_on_fourth_row(row, index, config):
         calls["n"] += 1
@@ -419,7 +427,7 @@ def test_an_interrupted_run_resumes_to_the_same_dataset(zwz, tmp_path, monkeypat
             raise KeyboardInterrupt  # like a kill in the middle of the second shard
         return real(row, index, config)
 
-    monkeypatch.setattr(prepare_module, "convert_row", crash_on_fourth_row)
+    monkeypatch.setattr(pipeline, "convert_row", crash_on_fourth_row)
     config = zwz_config(zwz, tmp_path / "interrupted")
     with pytest.raises(KeyboardInterrupt):
         prepare(config)
@@ -431,7 +439,7 @@ def test_an_interrupted_run_resumes_to_the_same_dataset(zwz, tmp_path, monkeypat
     (shards / "00001.tmp" / "data").mkdir(parents=True)
     (shards / "00001.tmp" / "data" / "data-00000-of-00001.arrow").write_bytes(b"half a shard")
 
-    monkeypatch.setattr(prepare_module, "convert_row", real)
+    monkeypatch.setattr(pipeline, "convert_row", real)
     resumed = prepare(config)
     assert not (shards / "00001.tmp").exists()
     assert (shards / "00000" / "rejects.jsonl").stat().st_mtime_ns == first_shard.st_mtime_ns  # not redone
@@ -689,6 +697,27 @@ def test_an_empty_source_is_a_clear_error(tmp_path):
         prepare(jsonl_config(tmp_path))
 
 
+def test_open_dataset_names_the_splits_a_local_source_has(tmp_path):
+    rows = make_dataset(3, seed=0).select_columns(["id", "answer"])
+    datasets.DatasetDict(train=rows, test=rows.select([0])).save_to_disk(tmp_path / "split")
+    rows.save_to_disk(tmp_path / "unsplit")
+    rows.to_parquet(tmp_path / "rows.parquet")
+    assert local_splits(str(tmp_path / "split")) == ["train", "test"]
+    assert local_splits(str(tmp_path / "unsplit")) == local_splits(str(tmp_path / "rows.parquet")) == []
+    assert local_splits("org/dataset") is None  # a Hub id: `datasets` checks its split names
+    assert len(open_dataset(str(tmp_path / "split"), split="test")) == 1
+    # A DatasetDict folder without the split used to raise a bare KeyError.
+    with pytest.raises(ValueError, match=r"has the splits \['train', 'test'\], not 'validation'"):
+        open_dataset(str(tmp_path / "split"), split="validation")
+    # A source without splits is the train split; it used to come back whole under any split name.
+    for unsplit in ("unsplit", "rows.parquet"):
+        assert len(open_dataset(str(tmp_path / unsplit))) == 3
+        with pytest.raises(
+            ValueError, match=r"one dataset without splits, read as the 'train' split; it has no 'test'"
+        ):
+            open_dataset(str(tmp_path / unsplit), split="test")
+
+
 def test_duplicate_ids_are_rejected_naming_the_first_row(jsonl_source):
     root, rows = jsonl_source
     for row, uid in zip(rows, ["a", "b", "a", "c", "b", "d", "e", "f"], strict=True):
@@ -746,13 +775,13 @@ def test_killing_the_main_process_stops_its_workers(zwz, tmp_path):
     config = zwz_config(zwz, tmp_path, num_proc=2, shard_size=1)
     code = (
         "import os, time\n"
-        "from vzero_trl import prepare\n"
-        "from vzero_trl.data import PrepareConfig\n"
+        "from vzero_trl.prepare import pipeline\n"
+        "from vzero_trl.prepare.convert import PrepareConfig\n"
         "def stuck(row, index, config):\n"
         f"    open(os.path.join({str(pids)!r}, str(os.getpid())), 'w').close()\n"
         "    time.sleep(300)\n"
-        "prepare.convert_row = stuck\n"
-        f"prepare.prepare(PrepareConfig(**{ {k: v for k, v in vars(config).items()}!r}))\n"
+        "pipeline.convert_row = stuck\n"
+        f"pipeline.prepare(PrepareConfig(**{ {k: v for k, v in vars(config).items()}!r}))\n"
     )
     main = subprocess.Popen([sys.executable, "-c", code], cwd=str(Path(__file__).parent.parent))
     workers = []

@@ -1,6 +1,6 @@
 """The evidence gates of a group split over two processes equal those of one process gating the same rollouts.
 
-`tests/distributed_gates.py` trains for two steps on 2 CPU processes with `num_generations=4` and
+`tests/fixtures/distributed_gates.py` trains for two steps on 2 CPU processes with `num_generations=4` and
 `per_device_train_batch_size=2`, so each prompt's 4 rollouts straddle the processes, and records every process's
 rollouts and gates. Here, in one process, the recorded rollouts are replayed through the teacher's two views and gated
 as whole groups; a gate computed over each process's 2 rows alone would differ.
@@ -15,18 +15,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from datasets import load_from_disk
-from distributed_gates import MAX_STEPS, training_args
+from fixtures.distributed_gates import MAX_STEPS, training_args
 from helpers import replay
 
 from vzero_trl import VZeroTrainer
 from vzero_trl.gating import evidence_scores, evidence_weights
-from vzero_trl.synthetic import make_dataset
-from vzero_trl.tiny import build_tiny_pair
+from vzero_trl.toy.synthetic import make_dataset
+from vzero_trl.toy.tiny import build_tiny_pair
 
 
 NUM_PROCESSES = 2
 ROWS_PER_PROCESS = 2  # per_device_train_batch_size of the script, half a group
-SCRIPT = Path(__file__).with_name("distributed_gates.py")
+SCRIPT = Path(__file__).parent / "fixtures" / "distributed_gates.py"
 
 
 def launch(models: Path, data: Path, out: Path, hf_home: Path) -> tuple[int, str]:

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from benchmark_fixtures import encode, picture, write_all_fixtures
+from fixtures.benchmarks import encode, picture, write_all_fixtures
 from safetensors.torch import load_file, save_file
 
-from vzero_trl.answers import score_item
-from vzero_trl.benchmarks import BENCHMARKS, LazyEvalItem, load_benchmark
-from vzero_trl.evaluate import (
+from vzero_trl.eval.answers import score_item
+from vzero_trl.eval.evaluate import (
     EvaluateConfig,
     PresencePenalty,
     TransformersGenerator,
@@ -24,8 +23,9 @@ from vzero_trl.evaluate import (
     read_predictions,
     validation_mix,
 )
+from vzero_trl.eval.tasks import BENCHMARKS, LazyEvalItem, load_benchmark
 from vzero_trl.images import BadImage
-from vzero_trl.tiny import TINY_STUDENT, ensure_tiny_vlm
+from vzero_trl.toy.tiny import TINY_STUDENT, ensure_tiny_vlm
 
 
 ROOT = Path(__file__).parent.parent
@@ -229,9 +229,9 @@ def test_validation_mix_samples_each_benchmark_reproducibly(fixtures):
 def test_training_callback_logs_benchmark_scores(fixtures, tmp_path):
     from helpers import make_trainer
 
-    from vzero_trl.evaluate import BenchmarkEvalCallback
-    from vzero_trl.synthetic import make_dataset
-    from vzero_trl.tiny import build_tiny_pair
+    from vzero_trl.eval.evaluate import BenchmarkEvalCallback
+    from vzero_trl.toy.synthetic import make_dataset
+    from vzero_trl.toy.tiny import build_tiny_pair
 
     models = build_tiny_pair(tmp_path / "models")
     trainer = make_trainer(models, tmp_path, make_dataset(8), max_steps=2)

@@ -1,4 +1,4 @@
-"""The fake Hub (tests/hub_server.py) driven by the real huggingface_hub, datasets and transformers clients.
+"""The fake Hub (tests/fixtures/hub_server.py) driven by the real huggingface_hub, datasets and transformers clients.
 
 Every client runs in a fresh Python: huggingface_hub reads HF_ENDPOINT when it is imported, and this process imported
 it offline (conftest sets HF_HUB_OFFLINE=1). Each client prints one JSON object on its last line for the asserts.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hub_server import FakeHub
+from fixtures.hub_server import FakeHub
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from helpers import (
 )
 
 from vzero_trl.importance import sampler_token_logps, truncated_importance_weights
-from vzero_trl.synthetic import make_dataset
+from vzero_trl.toy.synthetic import make_dataset
 
 
 # log(pi_train / pi_sampler) per completion token, chosen so that the first ratio (e ~ 2.72) is clipped at 2.

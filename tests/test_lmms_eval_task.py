@@ -6,10 +6,10 @@ from pathlib import Path
 import datasets
 import pytest
 import yaml
-from benchmark_fixtures import write_fixture
+from fixtures.benchmarks import write_fixture
 
-from vzero_trl.answers import aggregate, score_item
-from vzero_trl.benchmarks import load_benchmark
+from vzero_trl.eval.answers import aggregate, score_item
+from vzero_trl.eval.tasks import load_benchmark
 
 
 TASK = Path(__file__).parent.parent / "scripts" / "lmms_eval" / "zoombench"

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from vzero_trl.synthetic import make_dataset
-from vzero_trl.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
+from vzero_trl.toy.synthetic import make_dataset
+from vzero_trl.toy.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
 
 
 ROOT = Path(__file__).parent.parent

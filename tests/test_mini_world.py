@@ -20,7 +20,7 @@ from vzero_trl.mini.world import (
     parse_answer,
     reference_answer,
 )
-from vzero_trl.synthetic import COLORS
+from vzero_trl.toy.synthetic import COLORS
 from vzero_trl.views import check_dataset_columns, check_row
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from vzero_trl.synthetic import make_dataset
-from vzero_trl.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
+from vzero_trl.toy.synthetic import make_dataset
+from vzero_trl.toy.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
 
 
 ROOT = Path(__file__).parent.parent
@@ -90,7 +90,7 @@ def test_push_final_model_and_checkpoints_then_load_them_back(fake_hub, tmp_path
             sys.executable,
             "-c",
             (
-                "import torch, vzero_trl.processors\n"
+                "import torch, vzero_trl.toy.processors\n"
                 "from transformers import AutoModelForImageTextToText, AutoProcessor\n"
                 "model = AutoModelForImageTextToText.from_pretrained('user/vzero-tiny')\n"
                 "processor = AutoProcessor.from_pretrained('user/vzero-tiny')\n"

@@ -10,7 +10,6 @@ import pytest
 import torch
 import yaml
 from accelerate.commands.config.config_args import load_config_from_file
-from helpers import load_script
 
 
 ROOT = Path(__file__).parent.parent
@@ -21,11 +20,6 @@ ACCELERATE = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))
 # GPU recipes ask for bf16, which TrainingArguments refuses without a GPU unless told it runs on CPU; every other
 # field is still parsed and validated.
 CPU_OVERRIDE = [] if torch.cuda.is_available() else ["--use_cpu", "true"]
-
-
-@pytest.fixture(scope="module")
-def script():
-    return load_script()
 
 
 def test_there_are_recipes_for_the_paper_and_its_ablations():

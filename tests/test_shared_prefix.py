@@ -14,7 +14,7 @@ from helpers import (
 )
 
 from vzero_trl.shared_prefix import image_runs
-from vzero_trl.synthetic import make_dataset
+from vzero_trl.toy.synthetic import make_dataset
 
 
 @pytest.fixture(scope="module")

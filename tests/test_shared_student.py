@@ -20,7 +20,7 @@ from vzero_trl.losses import sampled_token_loss
 from vzero_trl.replay import MULTIMODAL_KEYS
 from vzero_trl.scoring import completion_logps
 from vzero_trl.shared_prefix import student_hidden_grouped
-from vzero_trl.synthetic import make_dataset
+from vzero_trl.toy.synthetic import make_dataset
 
 
 # Parameters of the Gated-DeltaNet decay, whose gradients the reference kernel computes with float32 rounding that

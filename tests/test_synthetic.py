@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vzero_trl import synthetic
 from vzero_trl.crops import (
     NoRoomForNegative,
     crop_image,
@@ -15,7 +14,9 @@ from vzero_trl.crops import (
     downsample_box,
     expand_box,
 )
-from vzero_trl.synthetic import COLORS, FEATURES, SHAPES, make_dataset, make_example
+from vzero_trl.schema import dataset_features
+from vzero_trl.toy import synthetic
+from vzero_trl.toy.synthetic import COLORS, SHAPES, make_dataset, make_example
 
 
 IMAGE_COLUMNS = ("image", "crop", "negative_crop", "random_crop")
@@ -149,10 +150,10 @@ def test_too_small_canvas_raises_no_room_for_negative():
 
 def test_make_dataset_round_trips_through_disk(tmp_path):
     dataset = make_dataset(4, seed=3, num_distractors=10)
-    assert dataset.features == FEATURES and len(dataset) == 4
+    assert dataset.features == dataset_features() and len(dataset) == 4
     dataset.save_to_disk(str(tmp_path / "synthetic"))
     loaded = datasets.load_from_disk(str(tmp_path / "synthetic"))
-    assert loaded.features == FEATURES
+    assert loaded.features == dataset_features()
     for index, row in enumerate(loaded):
         expected = make_example(index, seed=3, num_distractors=10)
         for column in IMAGE_COLUMNS:
@@ -171,7 +172,7 @@ def test_make_dataset_rejects_empty():
 def test_cli_saves_a_dataset(tmp_path):
     out = tmp_path / "cli"
     subprocess.run(
-        [sys.executable, "-m", "vzero_trl.synthetic", str(out), "--num_examples", "3", "--seed", "5"],
+        [sys.executable, "-m", "vzero_trl.toy.synthetic", str(out), "--num_examples", "3", "--seed", "5"],
         check=True,
         cwd=Path(__file__).resolve().parents[1],
         capture_output=True,

@@ -6,8 +6,8 @@ from helpers import generation_batch, make_args, replay
 from peft import LoraConfig
 
 from vzero_trl import VZeroTrainer
-from vzero_trl.synthetic import make_dataset
 from vzero_trl.teachers import EMA_FILE, ema_update, teacher_for_replay
+from vzero_trl.toy.synthetic import make_dataset
 
 
 EVIDENCE_KEYS = ["evidence/score_mean", "evidence/weight_mean", "evidence/delta_mean", "distillation/reverse_kl"]

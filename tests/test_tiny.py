@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor, Qwen3_5Config, Qwen3VLProcessor
 from transformers.models.auto.processing_auto import PROCESSOR_MAPPING, processor_class_from_name
 
-from vzero_trl.processors import Qwen3VLImageOnlyProcessor
-from vzero_trl.synthetic import COLORS, SHAPES
-from vzero_trl.tiny import SPECIAL_TOKENS, build_tiny_pair, build_tiny_vlm
+from vzero_trl.toy.processors import Qwen3VLImageOnlyProcessor
+from vzero_trl.toy.synthetic import COLORS, SHAPES
+from vzero_trl.toy.tiny import SPECIAL_TOKENS, build_tiny_pair, build_tiny_vlm
 
 
 TRL_TEMPLATE = importlib.resources.files("trl") / "chat_templates" / "qwen3_5_nothink.jinja"
@@ -213,7 +213,7 @@ def test_cli_builds_identical_pair(tiny_pair, tmp_path):
     # Run from the repository root so that `-m` finds the package whether or not it is installed.
     repo_root = Path(__file__).parents[1]
     subprocess.run(
-        [sys.executable, "-m", "vzero_trl.tiny", str(tmp_path)], cwd=repo_root, check=True, capture_output=True
+        [sys.executable, "-m", "vzero_trl.toy.tiny", str(tmp_path)], cwd=repo_root, check=True, capture_output=True
     )
     for path in tiny_pair:
         # Also checks that tokenizer training and weight init are deterministic across processes.

@@ -1,6 +1,8 @@
 """End-to-end tests of VZeroTrainer on tiny random Qwen3.5 VLMs, checked against references written from the paper."""
 
 import copy
+import logging
+import warnings
 
 import pytest
 import torch
@@ -21,7 +23,7 @@ from peft import LoraConfig
 
 from vzero_trl import VZeroTrainer
 from vzero_trl.gating import evidence_scores, evidence_weights
-from vzero_trl.synthetic import make_dataset
+from vzero_trl.toy.synthetic import make_dataset
 
 
 EVIDENCE_METRICS = [
@@ -526,3 +528,25 @@ def test_vllm_rollouts_are_grouped_in_server_mode_and_vision_tokens_cut(
     assert completions[0] == [11] and completions[1] == [11, 12, trainer._tokenizer.eos_token_id]
     assert trainer._metrics["train"]["completions/vision_token_cut_frac"][-1] == pytest.approx(1 / 8)
     assert batch["teacher_logps"].shape == batch["completion_ids"].shape  # the teacher replays the cut completions
+
+
+def test_the_trainer_silences_only_the_warnings_a_user_cannot_act_on(tiny_models, tmp_path):
+    # Python-API users get the launcher's quiet output: building a VZeroTrainer installs `vzero_trl.quiet`'s filters.
+    kernels = logging.getLogger("transformers.integrations.hub_kernels")
+    advice = logging.LogRecord(
+        kernels.name, logging.INFO, "", 0, "Install causal_conv1d for the optimized kernel", None, None
+    )
+    saved_filters = kernels.filters[:]
+    kernels.filters.clear()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated")  # the test recipe's
+            make_trainer(tiny_models, tmp_path, make_dataset(2, seed=0))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.warn("`is_gradient_checkpointing` is deprecated, use ...", FutureWarning, stacklevel=1)
+                warnings.warn("something a user can act on", FutureWarning, stacklevel=1)
+        assert [str(w.message) for w in caught] == ["something a user can act on"]
+        assert bool(kernels.filter(advice)) == torch.cuda.is_available()  # the CUDA kernels are only advice on CPU
+    finally:
+        kernels.filters[:] = saved_filters

@@ -4,6 +4,7 @@ import datasets
 import pytest
 from PIL import Image
 
+from vzero_trl.schema import dataset_features
 from vzero_trl.views import check_dataset_columns, check_row, student_messages, teacher_messages, truncate_at_tokens
 
 
@@ -114,6 +115,21 @@ def test_check_dataset_columns():
         ValueError, match=r"column 'crop' has feature type .*cast_column\('crop', datasets.Image\(\)\)"
     ):
         check_dataset_columns(as_paths, ["crop"], "train_dataset")
+
+
+def test_the_schema_passes_the_checks_under_every_evidence_setting():
+    # One schema (`vzero_trl.schema`) is written by data preparation and the synthetic data; the trainer's checks
+    # accept it as the default config reads it and as the random-evidence ablation reads it.
+    def empty(random_crop):
+        features = dataset_features(random_crop)
+        return datasets.Dataset.from_dict({name: [] for name in features}, features=features)
+
+    for random_crop in (False, True):
+        check_dataset_columns(empty(random_crop), ["crop", "negative_crop"], "train_dataset")
+    ablation = ["random_crop", "negative_crop"]  # `crop_column="random_crop"`
+    check_dataset_columns(empty(True), ablation, "train_dataset")
+    with pytest.raises(ValueError, match="random_crop"):
+        check_dataset_columns(empty(False), ablation, "train_dataset")
 
 
 def test_truncate_at_tokens():

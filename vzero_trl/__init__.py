@@ -5,8 +5,8 @@ __all__ = ["VZeroConfig", "VZeroTrainer"]
 
 
 def __getattr__(name: str):
-    # Imported on first use, so that the light modules (crops, synthetic) and their command lines do not pay for
-    # torch, transformers and trl.
+    # Imported on first use, so that the light modules (crops, schema, toy.synthetic) and their command lines do not pay
+    # for torch, transformers and trl.
     if name == "VZeroConfig":
         from .config import VZeroConfig
 

@@ -106,7 +106,7 @@ def build_model_card(
 
     What was saved there decides two things the card says: a folder with `adapter_config.json` is a LoRA adapter (the
     card says so, and that PEFT loads it onto the base model), and a processor saved as the torchvision-free
-    `Qwen3VLImageOnlyProcessor` needs `import vzero_trl.processors` before transformers can load it (the quick start
+    `Qwen3VLImageOnlyProcessor` needs `import vzero_trl.toy.processors` before transformers can load it (the quick start
     starts with that import).
 
     Args:
@@ -197,7 +197,7 @@ def build_dataset_card(
 
     Args:
         summary (`dict`):
-            What [`~vzero_trl.prepare.prepare`] returns.
+            What [`~vzero_trl.prepare.pipeline.prepare`] returns.
         repo_id (`str`, *optional*):
             The dataset repository, used in the loading example. Without it the card describes the local folder, and
             the example loads `output_dir/dataset` with `load_from_disk`.

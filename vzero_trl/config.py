@@ -141,6 +141,10 @@ class VZeroConfig(DistillationConfig):
     > `1.0`. `temperature` must stay `1.0` (rollouts are sampled from, and scored under, the student's
     > own distribution, as in the paper), and `chat_template_kwargs` (e.g. `{"enable_thinking": false}` for Qwen3.5)
     > applies to the student prompt and to both teacher views alike.
+
+    > [!NOTE]
+    > `project` (the trackio project; the launcher also gives it to wandb) defaults to `"vzero"` instead of
+    > transformers' `"huggingface"`.
     """
 
     # Parameters that control the rollouts
@@ -277,6 +281,12 @@ class VZeroConfig(DistillationConfig):
         metadata={
             "help": "Full-vocabulary loss over the teacher's top-k tokens only, renormalised (Vision-OPD: 100)."
         },
+    )
+
+    # Parameters whose default differs from TrainingArguments
+    project: str = field(
+        default="vzero",
+        metadata={"help": "The name of the project to use for logging (trackio; the launcher also sets wandb's)."},
     )
 
     @property

@@ -27,7 +27,6 @@ from trl.trainer.utils import (
     unsplit_pixel_values_by_grid,
 )
 
-from . import processors  # noqa: F401  (lets AutoProcessor load the torchvision-free processor of the tiny models)
 from .card import build_model_card
 from .completions_table import log_completions_table
 from .config import VZeroConfig
@@ -41,6 +40,8 @@ from .gating import (
 )
 from .importance import sampler_token_logps, truncated_importance_weights
 from .losses import sampled_token_loss, weighted_aggregate
+from .processing import load_processor
+from .quiet import silence_unactionable_warnings
 from .replay import MULTIMODAL_KEYS, replay_teacher
 from .scoring import completion_logps, completion_reverse_kl
 from .shared_prefix import student_hidden_grouped, unsupported_reason
@@ -100,7 +101,8 @@ class VZeroTrainer(DistillationTrainer):
         eval_dataset ([`~datasets.Dataset`], [`~datasets.IterableDataset`] or `dict` of them, *optional*):
             Same schema as `train_dataset`.
         processing_class ([`~transformers.ProcessorMixin`], *optional*):
-            The student's processor, with `padding_side="left"`. Loaded from `model` when `None`.
+            The student's processor, with `padding_side="left"`. Loaded from `model` with
+            [`~vzero_trl.processing.load_processor`] when `None`.
         callbacks, optimizers, quantization_config, peft_config:
             As in [`~trl.DistillationTrainer`]. LoRA students are supported (not on `lm_head`).
     """
@@ -135,6 +137,7 @@ class VZeroTrainer(DistillationTrainer):
         quantization_config: Any = None,
         peft_config: Any = None,
     ):
+        silence_unactionable_warnings()
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
             args = VZeroConfig(f"{model_name.rstrip('/').split('/')[-1]}-VZero")
@@ -152,6 +155,17 @@ class VZeroTrainer(DistillationTrainer):
             )
         check_dataset_columns(train_dataset, args.crop_columns, "train_dataset")
         check_dataset_columns(eval_dataset, args.crop_columns, "eval_dataset")
+        if processing_class is None:
+            # Mirrors `DistillationTrainer.__init__`'s `AutoProcessor.from_pretrained` call, through `load_processor`,
+            # which also loads the tiny models' torchvision-free processor.
+            from_path = isinstance(model, str)
+            processing_class = load_processor(
+                model if from_path else get_config_model_id(model.config),
+                revision=(args.model_init_kwargs or {}).get("revision") if from_path else None,
+                truncation_side="left",
+                padding_side="left",
+                trust_remote_code=args.trust_remote_code,
+            )
 
         super().__init__(
             model=model,

@@ -13,6 +13,7 @@ much the rollout depends on the question-relevant region.
 Dataset schema (one row per prompt): `prompt` (conversational, one user turn with the question text), `image` (the full
 image; or `images`, a list), the positive crop and the negative crop (column names from the config); optional `bbox`,
 `answer` (evaluation only, never read by training) and `id` (named in error messages; rows are never grouped by it).
+[`~vzero_trl.schema.dataset_features`] writes it down as `datasets` features.
 """
 
 import copy

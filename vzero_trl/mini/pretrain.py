@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer, TrainingArguments
+from transformers import AutoModelForImageTextToText, Trainer, TrainingArguments
 
-from .. import processors  # noqa: F401  (lets AutoProcessor load the tiny models' torchvision-free processor)
-from ..tiny import build_tiny_vlm
+from ..processing import load_processor
+from ..toy.tiny import build_tiny_vlm
 from .measure import View, answer_ids, encode, evaluate_view, view_messages
 from .world import World, make_rows
 
@@ -105,7 +105,7 @@ def train_model(
         layer_types=spec.layer_types,
         vision_hidden_size=pair.vision_hidden_size,
     )
-    processor = AutoProcessor.from_pretrained(init_dir, padding_side="left")
+    processor = load_processor(init_dir, padding_side="left")
     model = AutoModelForImageTextToText.from_pretrained(init_dir, dtype=torch.float32)
     args = TrainingArguments(
         output_dir=str(work_dir / "trainer"),
@@ -190,7 +190,7 @@ def ensure_pair(root: str | Path, pair: PairSpec = PairSpec(), log=print) -> tup
                 shutil.rmtree(final, ignore_errors=True)
                 os.replace(Path(work) / "model", final)
         model = AutoModelForImageTextToText.from_pretrained(final, dtype=torch.float32)
-        processor = AutoProcessor.from_pretrained(final, padding_side="left")
+        processor = load_processor(final, padding_side="left")
         views = ("crop", "negative_crop", "random_crop") if role == "teacher" else ("student",)
         record[role] = {
             view: evaluate_view(

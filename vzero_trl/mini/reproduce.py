@@ -23,9 +23,10 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForImageTextToText, AutoProcessor, PrinterCallback, TrainerCallback
+from transformers import AutoModelForImageTextToText, PrinterCallback, TrainerCallback
 
 from ..config import VZeroConfig
+from ..processing import load_processor
 from ..trainer import VZeroTrainer
 from .measure import evaluate_view, gate_diagnostics
 from .pretrain import PairSpec, ensure_pair, pair_dir
@@ -123,7 +124,7 @@ def run_one(job: Job) -> dict:
     logging.set_verbosity_error()
     start = time.perf_counter()
     s = job.settings
-    processor = AutoProcessor.from_pretrained(job.student, padding_side="left")
+    processor = load_processor(job.student, padding_side="left")
     eval_rows = make_rows(s.num_eval_rows, seed=job.pair.seed, split="eval")
     before = evaluate_view(
         AutoModelForImageTextToText.from_pretrained(job.student, dtype=torch.float32),

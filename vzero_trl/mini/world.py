@@ -26,7 +26,8 @@ import datasets
 from PIL import Image, ImageDraw
 
 from ..crops import NoRoomForNegative, crop_image, expand_box, negative_crop, random_box
-from ..synthetic import COLORS, SHAPES, draw_shape
+from ..schema import dataset_features
+from ..toy.synthetic import COLORS, SHAPES, draw_shape
 
 
 World = Literal["letter", "chain"]
@@ -43,18 +44,7 @@ QUESTION = "\n".join(
     + [f"{letter}. {color}" for letter, color in zip(LETTERS, OPTIONS, strict=True)]
     + ["Answer with the option's letter from the given choices."]
 )
-FEATURES = datasets.Features(
-    {
-        "id": datasets.Value("string"),
-        "prompt": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
-        "image": datasets.Image(),
-        "bbox": datasets.List(datasets.Value("int32")),
-        "crop": datasets.Image(),
-        "negative_crop": datasets.Image(),
-        "random_crop": datasets.Image(),
-        "answer": datasets.Value("string"),
-    }
-)
+FEATURES = dataset_features(random_crop=True)
 _LETTER_AT_END = re.compile(r"answer is ([ABCD])\.?\s*$")
 
 

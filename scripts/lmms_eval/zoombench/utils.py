@@ -1,7 +1,7 @@
 """lmms-eval hooks of the ZoomBench task: the question layout and the scoring of `vzero_trl` (no lmms-eval import)."""
 
-from vzero_trl.answers import aggregate, score_item
-from vzero_trl.benchmarks import EvalItem, item_fields
+from vzero_trl.eval.answers import aggregate, score_item
+from vzero_trl.eval.tasks import EvalItem, item_fields
 from vzero_trl.images import to_rgb
 
 

@@ -9,7 +9,7 @@ Two protocols (`--protocol`):
   up to 8,192 new tokens, images resized within 65,536 to 16,777,216 pixels, one sample per question, seed 42.
 - `"greedy"`: the same prompt and pixel budget with greedy decoding, for comparisons without sampling noise.
 
-Each answer is extracted and scored by `vzero_trl.answers` (letters by rule; ZoomBench's open-ended rows by a
+Each answer is extracted and scored by `vzero_trl.eval.answers` (letters by rule; ZoomBench's open-ended rows by a
 deterministic normaliser, or by an optional judge model); each benchmark is aggregated as it defines its score.
 Predictions are appended to `predictions.jsonl` one batch at a time, and every batch is sampled from a seed derived
 from the run seed and the batch's position, so a rerun skips what is done and ends with the same report as an
@@ -34,11 +34,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LogitsProcessor, TrainerCallback
 
+from ..card import hub_id
+from ..images import BadImage
+from ..provenance import NOT_MODEL_FILES, fingerprint, hub_commit, setting_differences
 from .answers import PAPER_ROWS, ZWZ_SYSTEM_PROMPT, aggregate, score_item, table_row
-from .benchmarks import BENCHMARKS, DATASETS, EvalItem, is_local_source, load_benchmark, read_benchmark
-from .card import hub_id
-from .images import BadImage
-from .provenance import NOT_MODEL_FILES, fingerprint, hub_commit, setting_differences
+from .tasks import BENCHMARKS, DATASETS, EvalItem, is_local_source, load_benchmark, read_benchmark
 
 
 @dataclass(frozen=True)
@@ -205,11 +205,11 @@ class TransformersGenerator:
     @classmethod
     def from_config(cls, config: EvaluateConfig) -> "TransformersGenerator":
         """Load the checkpoint and its processor, with the run's pixel budget."""
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForImageTextToText
 
-        from . import processors  # noqa: F401  (the embedded tiny models' processor)
+        from ..processing import load_processor
 
-        processor = AutoProcessor.from_pretrained(config.model, revision=config.revision, padding_side="left")
+        processor = load_processor(config.model, revision=config.revision, padding_side="left")
         processor.image_processor.size = {"shortest_edge": config.min_pixels, "longest_edge": config.max_pixels}
         device_map = "auto" if torch.cuda.is_available() else None
         model = AutoModelForImageTextToText.from_pretrained(
@@ -584,7 +584,7 @@ def validation_mix(
         seed (`int`, *optional*, defaults to `0`):
             Sampling seed.
         sources (`dict[str, str]`, *optional*):
-            Per-benchmark Hub ids or local files, as for [`~vzero_trl.benchmarks.load_benchmark`].
+            Per-benchmark Hub ids or local files, as for [`~vzero_trl.eval.tasks.load_benchmark`].
     """
     mix = []
     for name in benchmarks:

@@ -6,7 +6,7 @@ without a box hint. The target covers about 4-7% of the canvas side, small enoug
 positive crop is easy, which is the gap V-Zero's evidence gating measures. Rows carry the three evidence views of
 [`vzero_trl.crops`]: the positive crop, the downsampled negative crop and the random crop of the ablation.
 
-Generate a dataset on disk with `python -m vzero_trl.synthetic OUTPUT_DIR --num_examples N --seed S`.
+Generate a dataset on disk with `python -m vzero_trl.toy.synthetic OUTPUT_DIR --num_examples N --seed S`.
 """
 
 import argparse
@@ -17,7 +17,8 @@ from collections.abc import Sequence
 import datasets
 from PIL import Image, ImageDraw
 
-from vzero_trl.crops import Box, crop_image, expand_box, negative_box, negative_crop, random_box
+from ..crops import Box, crop_image, expand_box, negative_box, negative_crop, random_box
+from ..schema import dataset_features
 
 
 COLORS = {
@@ -47,19 +48,6 @@ _POLYGONS = {
     ),
 }
 SHAPES = ("circle", "ring", *_POLYGONS)
-
-FEATURES = datasets.Features(
-    {
-        "id": datasets.Value("string"),
-        "prompt": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
-        "image": datasets.Image(),
-        "bbox": datasets.List(datasets.Value("int32")),
-        "crop": datasets.Image(),
-        "negative_crop": datasets.Image(),
-        "random_crop": datasets.Image(),
-        "answer": datasets.Value("string"),
-    }
-)
 
 
 def draw_shape(draw: ImageDraw.ImageDraw, kind: str, box: Box, fill: int | tuple[int, int, int]) -> None:
@@ -165,12 +153,12 @@ def make_dataset(num_examples: int, seed: int = 0, **example_kwargs) -> datasets
             Passed to [`make_example`] (`canvas_size`, `num_distractors`).
 
     Returns:
-        [`~datasets.Dataset`]: Rows with the features of `FEATURES`; image columns decode to `PIL.Image.Image`.
+        [`~datasets.Dataset`]: Rows with the V-Zero schema, [`~vzero_trl.schema.dataset_features`]; image columns decode to `PIL.Image.Image`.
     """
     if num_examples < 1:
         raise ValueError(f"`num_examples` must be >= 1, got {num_examples}.")
     rows = [make_example(index, seed=seed, **example_kwargs) for index in range(num_examples)]
-    return datasets.Dataset.from_list(rows, features=FEATURES)
+    return datasets.Dataset.from_list(rows, features=dataset_features())
 
 
 def main(argv: list[str] | None = None) -> None:

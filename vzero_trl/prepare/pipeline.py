@@ -30,27 +30,25 @@ from typing import Any
 import datasets
 from tqdm.auto import tqdm
 
-from .card import build_dataset_card, public_settings
-from .data import PrepareConfig, RejectedRow, convert_row, row_id
+from ..card import build_dataset_card, public_settings
+from ..schema import dataset_features
+from .convert import PrepareConfig, RejectedRow, convert_row, row_id
 
 
 LOCAL_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}
 
 
-def output_features(random_crop: bool) -> datasets.Features:
-    """The V-Zero dataset schema written by the pipeline."""
-    features = {
-        "id": datasets.Value("string"),
-        "prompt": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
-        "image": datasets.Image(),
-        "bbox": datasets.List(datasets.Value("int32")),
-        "crop": datasets.Image(),
-        "negative_crop": datasets.Image(),
-        "answer": datasets.Value("string"),
-    }
-    if random_crop:
-        features["random_crop"] = datasets.Image()
-    return datasets.Features(features)
+def local_splits(name: str) -> list[str] | None:
+    """
+    The splits of a local dataset: those of a folder saved from a `DatasetDict`, or `[]` for a source without splits (a
+    parquet/json/jsonl/csv file or glob, or a folder saved from one `Dataset`), which [`open_dataset`] reads as its
+    `"train"` split. `None` for a Hub id, whose split names `datasets` checks itself.
+    """
+    path = Path(name)
+    if path.is_dir():
+        listing = path / "dataset_dict.json"
+        return json.loads(listing.read_text())["splits"] if listing.is_file() else []
+    return [] if path.suffix in LOCAL_BUILDERS else None
 
 
 def open_dataset(
@@ -58,8 +56,17 @@ def open_dataset(
 ) -> datasets.Dataset | datasets.IterableDataset:
     """
     One split of a dataset named by a Hub id, a local parquet/json/jsonl/csv file (or glob), or a folder written by
-    `save_to_disk` (a `DatasetDict` folder gives `split`; a single-dataset folder is the whole dataset).
+    `save_to_disk`. A source without splits (see [`local_splits`]) is the `"train"` split: asking it for another split
+    is an error, not the whole dataset under another name (an evaluation split that is the training data).
     """
+    splits = local_splits(name)
+    if splits == [] and split != "train":
+        raise ValueError(
+            f"{name} is one dataset without splits, read as the 'train' split; it has no {split!r} split. Save a "
+            f"DatasetDict with a {split!r} split, or hold out rows of the training data."
+        )
+    if splits and split not in splits:
+        raise ValueError(f"{name} has the splits {splits}, not {split!r}.")
     path = Path(name)
     if path.is_dir():
         dataset = datasets.load_from_disk(str(path))
@@ -263,7 +270,7 @@ def _write_shard(directory: Path, kept: list[dict], rejects: list[dict], config:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     if kept:  # a shard whose rows were all rejected has no data folder (`datasets` cannot reload an empty one)
-        features = output_features(config.random_crop)
+        features = dataset_features(config.random_crop)
         datasets.Dataset.from_list(kept, features=features).save_to_disk(str(staging / "data"))
     with open(staging / "rejects.jsonl", "w") as file:
         file.writelines(json.dumps(record) + "\n" for record in rejects)

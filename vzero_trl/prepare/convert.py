@@ -15,7 +15,7 @@ A row that cannot be converted raises [`RejectedRow`] with a machine-readable `r
 goes on. Reasons: `missing_field`, `missing_image`, `unreadable_image`, `image_too_large`, `unsupported_image`,
 `multiple_images`, `empty_question`, `bad_bbox`, `normalised_bbox`, `empty_bbox`, `bbox_outside_image`,
 `bbox_too_small`, `bbox_too_large`, `extreme_aspect_ratio`, `no_room_for_negative`, `student_prompt_too_long`,
-`teacher_prompt_too_long`; the pipeline adds `malformed_line` and `duplicate_id` ([`~vzero_trl.prepare.convert_shard`]).
+`teacher_prompt_too_long`; the pipeline adds `malformed_line` and `duplicate_id` ([`~vzero_trl.prepare.pipeline.convert_shard`]).
 
 Boxes are read in the frame of the upright image: an EXIF orientation tag is applied first ([`~vzero_trl.images`]), as
 `datasets` and image viewers apply it, and the stored image is that upright image.
@@ -32,9 +32,9 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from .crops import Box, NoRoomForNegative, crop_image, expand_box, negative_crop, random_box
-from .images import DEFAULT_MAX_IMAGE_PIXELS, MAX_ASPECT_RATIO, BadImage, encoded_bytes, exif_orientation, load_image
-from .views import TEACHER_CROP_PREFIX, TEACHER_CROP_SUFFIX, student_messages, teacher_messages
+from ..crops import Box, NoRoomForNegative, crop_image, expand_box, negative_crop, random_box
+from ..images import DEFAULT_MAX_IMAGE_PIXELS, MAX_ASPECT_RATIO, BadImage, encoded_bytes, exif_orientation, load_image
+from ..views import TEACHER_CROP_PREFIX, TEACHER_CROP_SUFFIX, student_messages, teacher_messages
 
 
 # The sentence ZwZ appends to every question before the options, pointing at the red box burned into its images.
@@ -430,11 +430,9 @@ def prompt_tokens(processor, messages: list[dict[str, Any]], min_pixels: int, ma
 
 @functools.lru_cache(maxsize=2)
 def _processor(name: str):
-    from transformers import AutoProcessor
+    from ..processing import load_processor
 
-    from . import processors  # noqa: F401  (the embedded tiny models' processor)
-
-    return AutoProcessor.from_pretrained(name)
+    return load_processor(name)
 
 
 def _check_prompt_lengths(output: dict[str, Any], config: PrepareConfig) -> None:

@@ -5,7 +5,7 @@
 network and no torchvision: the tokenizer is a byte-level BPE trained here on an in-code corpus, the chat template is
 TRL's `qwen3_5_nothink.jinja`, and the processor is [`Qwen3VLImageOnlyProcessor`], which has no video processor.
 
-Run `python -m vzero_trl.tiny OUTPUT_DIR` to build `OUTPUT_DIR/student` and `OUTPUT_DIR/teacher`.
+Run `python -m vzero_trl.toy.tiny OUTPUT_DIR` to build `OUTPUT_DIR/student` and `OUTPUT_DIR/teacher`.
 """
 
 import argparse

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from fractions import Fraction
 
-from .benchmarks import BENCHMARKS, EvalItem
+from .tasks import BENCHMARKS, EvalItem
 
 
 # Verbatim from ZwZ `mm-eval/infer_without_tool.py` (also V-Zero's `qwen3_vl_crop_template.yaml`), grammar included.
@@ -322,7 +322,7 @@ def score_item(item: EvalItem, response: str, judge: Callable[[str, str, str], b
     included; here letters are always read by rule.
 
     Args:
-        item ([`~vzero_trl.benchmarks.EvalItem`]):
+        item ([`~vzero_trl.eval.tasks.EvalItem`]):
             The benchmark item.
         response (`str`):
             The generated text.

@@ -3,12 +3,12 @@
 transformers builds `Qwen3VLProcessor` (Qwen3-VL and Qwen3.5) with a video processor whose class only exists when
 torchvision is installed, and no CPU build of torchvision exists for current torch. [`Qwen3VLImageOnlyProcessor`] is the
 same processor without the video part, so image-text models such as the embedded tiny ones load on any machine. It is
-registered with `AutoProcessor` when `vzero_trl` is imported, under a private key so that real checkpoints (which name
-`Qwen3VLProcessor`) are unaffected.
+registered with `AutoProcessor` when this module is imported, under a private key so that real checkpoints (which name
+`Qwen3VLProcessor`) are unaffected. [`vzero_trl.toy.tiny`] imports it to build the tiny models, and
+[`vzero_trl.processing.load_processor`] imports it to load a checkpoint that names this processor.
 """
 
-from transformers import AutoProcessor, PreTrainedConfig, ProcessorMixin, Qwen3VLProcessor
-from transformers.utils import is_torchvision_available
+from transformers import AutoProcessor, PreTrainedConfig, Qwen3VLProcessor
 
 
 class Qwen3VLImageOnlyProcessor(Qwen3VLProcessor):
@@ -37,23 +37,3 @@ class _ImageOnlyProcessorKey(PreTrainedConfig):
 
 
 AutoProcessor.register(_ImageOnlyProcessorKey, Qwen3VLImageOnlyProcessor, exist_ok=True)
-
-
-def load_processor(name_or_path: str, **kwargs) -> ProcessorMixin:
-    """
-    `AutoProcessor.from_pretrained(name_or_path, **kwargs)`, except that where torchvision is installed a checkpoint
-    saved with [`Qwen3VLImageOnlyProcessor`] (such as the tiny models) loads as the standard [`Qwen3VLProcessor`], with
-    Qwen3-VL's default video processor, so that what is saved from it (a trained model) loads with plain transformers.
-    Images and text are processed the same either way.
-    """
-    processor = AutoProcessor.from_pretrained(name_or_path, **kwargs)
-    if type(processor) is not Qwen3VLImageOnlyProcessor or not is_torchvision_available():
-        return processor
-    from transformers import Qwen3VLVideoProcessor
-
-    return Qwen3VLProcessor(
-        image_processor=processor.image_processor,
-        tokenizer=processor.tokenizer,
-        video_processor=Qwen3VLVideoProcessor(),
-        chat_template=processor.chat_template,
-    )

@@ -43,7 +43,7 @@ import datasets
 import pyarrow.parquet as pq
 from PIL import Image
 
-from .images import BadImage, load_image
+from ..images import BadImage, load_image
 
 
 # Table 1 column order: general perception (VStar, HR-4K, HR-8K, ZoomBench, MME-RealWorld), then OOD (MMStar).

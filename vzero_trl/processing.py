@@ -1,0 +1,54 @@
+"""Load a checkpoint's processor, the tiny models' torchvision-free one included.
+
+A checkpoint records its processor's class in `processor_config.json`. Real Qwen3.5 and Qwen3-VL checkpoints name
+`Qwen3VLProcessor` and load with plain `AutoProcessor`. The tiny models of [`vzero_trl.toy`] name
+`Qwen3VLImageOnlyProcessor`, which `AutoProcessor` only knows once [`vzero_trl.toy.processors`] is imported:
+[`load_processor`] imports it for such a checkpoint and for no other, so the training, preparation and evaluation code
+never loads the test and demo support otherwise.
+"""
+
+import json
+from pathlib import Path
+
+from transformers import AutoProcessor, ProcessorMixin, Qwen3VLProcessor
+from transformers.utils import PROCESSOR_NAME, cached_file, is_torchvision_available
+
+
+IMAGE_ONLY_PROCESSOR = "Qwen3VLImageOnlyProcessor"
+
+
+def saved_processor_class(name_or_path: str, revision: str | None = None) -> str | None:
+    """The `processor_class` a checkpoint (a local folder or a Hub id) records, or `None` when it records none."""
+    path = cached_file(
+        name_or_path,
+        PROCESSOR_NAME,
+        revision=revision,
+        _raise_exceptions_for_gated_repo=False,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+    )
+    return None if path is None else json.loads(Path(path).read_text()).get("processor_class")
+
+
+def load_processor(name_or_path: str, **kwargs) -> ProcessorMixin:
+    """
+    `AutoProcessor.from_pretrained(name_or_path, **kwargs)`, which also loads a checkpoint saved with the tiny models'
+    `Qwen3VLImageOnlyProcessor`. Where torchvision is installed such a checkpoint loads as the standard
+    [`~transformers.Qwen3VLProcessor`], with Qwen3-VL's default video processor, so that what is saved from it (a
+    trained model) loads with plain transformers. Images and text are processed the same either way.
+    """
+    if saved_processor_class(name_or_path, kwargs.get("revision")) != IMAGE_ONLY_PROCESSOR:
+        return AutoProcessor.from_pretrained(name_or_path, **kwargs)
+    from .toy import processors  # noqa: F401  (registers the image-only processor with AutoProcessor)
+
+    processor = AutoProcessor.from_pretrained(name_or_path, **kwargs)
+    if not is_torchvision_available():
+        return processor
+    from transformers import Qwen3VLVideoProcessor
+
+    return Qwen3VLProcessor(
+        image_processor=processor.image_processor,
+        tokenizer=processor.tokenizer,
+        video_processor=Qwen3VLVideoProcessor(),
+        chat_template=processor.chat_template,
+    )
