@@ -1,12 +1,16 @@
 """The toy world and the measurements of the miniature reproduction (fast: no training)."""
 
+import json
 import math
 
+import datasets
 import numpy as np
 import pytest
 
 from vzero_trl.mini import world
+from vzero_trl.mini.demo import build_demo_data, build_demo_pair
 from vzero_trl.mini.measure import gate_diagnostics, within_group_auc
+from vzero_trl.mini.pretrain import PairSpec, ensure_pair, pair_dir
 from vzero_trl.mini.reproduce import _differences, interval
 from vzero_trl.mini.world import (
     CELL,
@@ -116,3 +120,35 @@ def test_settings_differences_name_each_changed_field():
     new = {"pair": {"seed": 0, "teacher": {"steps": 200}}, "run": {"learning_rate": 1e-3}}
     assert _differences(old, new) == ["pair.teacher.steps: 150 -> 200", "run.learning_rate: 0.0003 -> 0.001"]
     assert _differences(old, old) == []
+
+
+def test_demo_prompts_are_built_atomically_and_never_taken_from_another_build(tmp_path):
+    data = tmp_path / "prompts"
+    # What a killed build leaves behind: the temporary folder. The next build starts over instead of failing.
+    (tmp_path / ".prompts.partial").mkdir()
+    (tmp_path / ".prompts.partial" / "half-written.arrow").write_bytes(b"\0")
+    build_demo_data(data, 8)
+    assert len(datasets.load_from_disk(str(data))) == 8
+    assert not (tmp_path / ".prompts.partial").exists()
+    build_demo_data(data, 8)  # reused as is
+    with pytest.raises(ValueError, match="num_examples': 8.*Delete the folder"):
+        build_demo_data(data, 16)
+    older = tmp_path / "older"  # a folder from the random-weight demo of earlier versions, without the record
+    older.mkdir()
+    with pytest.raises(ValueError, match="data not built by this demo"):
+        build_demo_data(older, 8)
+
+
+def test_a_pair_folder_built_with_other_settings_is_refused_before_training(tmp_path):
+    other = PairSpec(seed=1)
+    (tmp_path / "pair").mkdir()
+    (tmp_path / "pair" / "settings.json").write_text(json.dumps({"settings": {}, "fingerprint": other.fingerprint()}))
+    with pytest.raises(ValueError, match="other settings.*Delete the folder"):
+        ensure_pair(tmp_path / "pair", PairSpec(seed=0), log=None)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "student").mkdir()
+    with pytest.raises(ValueError, match="no trained pair"):
+        ensure_pair(tmp_path / "old", PairSpec(seed=0), log=None)
+    with pytest.raises(ValueError, match="<folder>/student and <folder>/teacher"):
+        build_demo_pair(tmp_path / "a" / "student", tmp_path / "b" / "teacher")
+    assert pair_dir(tmp_path, PairSpec(seed=0)) != pair_dir(tmp_path, other)

@@ -25,9 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForImageTextToText, Trainer, TrainingArguments
+from transformers import AutoModelForImageTextToText, PrinterCallback, Trainer, TrainingArguments
 
 from ..processing import load_processor
+from ..quiet import silence_unactionable_warnings
 from ..toy.tiny import build_tiny_vlm
 from .measure import View, answer_ids, encode, evaluate_view, view_messages
 from .world import World, make_rows
@@ -130,6 +131,8 @@ def train_model(
     trainer = Trainer(
         model=model, args=args, train_dataset=rows, data_collator=AnswerCollator(processor, spec.view, pair.world)
     )
+    if not progress:  # quiet in worker processes that share a terminal
+        trainer.remove_callback(PrinterCallback)
     trainer.train()
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
@@ -157,6 +160,7 @@ def ensure_pair(root: str | Path, pair: PairSpec = PairSpec(), log=print) -> tup
         `tuple[Path, Path, dict]`: the teacher folder, the student folder, and the build record (settings and each
         phase's held-out accuracy: the teacher with the positive, negative and random crops, the student).
     """
+    silence_unactionable_warnings()
     root = Path(root)
     teacher_dir, student_dir, record_path = root / "teacher", root / "student", root / "build.json"
     settings = {"settings": asdict(pair), "fingerprint": pair.fingerprint()}

@@ -27,6 +27,7 @@ from transformers import AutoModelForImageTextToText, PrinterCallback, TrainerCa
 
 from ..config import VZeroConfig
 from ..processing import load_processor
+from ..quiet import silence_unactionable_warnings
 from ..trainer import VZeroTrainer
 from .measure import evaluate_view, gate_diagnostics
 from .pretrain import PairSpec, ensure_pair, pair_dir
@@ -119,9 +120,7 @@ class HeldOutCurve(TrainerCallback):
 def run_one(job: Job) -> dict:
     """Train one (world, variant, seed) from the trained student; return its measurements."""
     torch.set_num_threads(1)
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
+    silence_unactionable_warnings()
     start = time.perf_counter()
     s = job.settings
     processor = load_processor(job.student, padding_side="left")
