@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForImageTextToText, PrinterCallback, TrainerCallback
+from transformers.utils import logging as hf_logging
 
 from ..config import VZeroConfig
 from ..processing import load_processor
@@ -121,6 +122,8 @@ def run_one(job: Job) -> dict:
     """Train one (world, variant, seed) from the trained student; return its measurements."""
     torch.set_num_threads(1)
     silence_unactionable_warnings()
+    hf_logging.set_verbosity_error()  # worker processes share one terminal: the progress bar over runs reports
+    hf_logging.disable_progress_bar()
     start = time.perf_counter()
     s = job.settings
     processor = load_processor(job.student, padding_side="left")
