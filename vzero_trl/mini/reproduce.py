@@ -40,8 +40,27 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "vzero": {"evidence_alpha": 1.0},
     "no_gate": {"evidence_alpha": 0.0},
     "random_evidence": {"evidence_alpha": 1.0, "crop_column": "random_crop"},
+    # Siblings (README, "Choosing a teacher source and view"); not in the default run, which fits 25 minutes.
+    "self_frozen": {"evidence_alpha": 1.0, "teacher_source": "frozen"},
+    "vision_opd": {
+        "evidence_alpha": 0.0,
+        "teacher_source": "ema",
+        "teacher_ema_rate": 0.05,
+        "teacher_view": "crop_only",
+        "loss_type": "full_reverse_kl",
+        "beta": 0.5,
+        "loss_top_k": 100,
+        "loss_aggregation": "token",
+    },
 }
-LABELS = {"vzero": "V-Zero (alpha 1)", "no_gate": "No gate (alpha 0)", "random_evidence": "Random evidence"}
+TABLE2_VARIANTS = ("vzero", "no_gate", "random_evidence")
+LABELS = {
+    "vzero": "V-Zero (alpha 1)",
+    "no_gate": "No gate (alpha 0)",
+    "random_evidence": "Random evidence",
+    "self_frozen": "V-Zero, frozen self-teacher",
+    "vision_opd": "Vision-OPD (EMA, crop only, JSD top-100)",
+}
 # Two-sided 95% Student-t quantiles by degrees of freedom, for intervals over a handful of seeds.
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
@@ -143,8 +162,7 @@ def run_one(job: Job) -> dict:
         num_generations=s.num_generations,
         per_device_train_batch_size=s.prompts_per_step * s.num_generations,
         max_completion_length=s.max_completion_length,
-        loss_type="sampled_token",
-        loss_aggregation="sequence",
+        **{"loss_type": "sampled_token", "loss_aggregation": "sequence", **VARIANTS[job.variant]},
         seed=job.seed,
         logging_steps=10,
         save_strategy="no",
@@ -155,13 +173,12 @@ def run_one(job: Job) -> dict:
         disable_tqdm=True,
         model_init_kwargs={"dtype": "float32"},
         teacher_model_init_kwargs={"dtype": "float32"},
-        **VARIANTS[job.variant],
     )
     curve = HeldOutCurve(processor, eval_rows, job.world, s.eval_every)
     curve.points.append({"step": 0, **before})
     trainer = RecordingTrainer(
         model=job.student,
-        teacher_model=job.teacher,
+        teacher_model=job.teacher if args.teacher_source == "external" else None,
         args=args,
         train_dataset=make_dataset(s.steps * s.prompts_per_step, seed=job.pair.seed, split="opd"),
         processing_class=processor,
@@ -270,7 +287,13 @@ def draw_pictures(summary: dict, runs: list[dict], output_dir: Path) -> list[Pat
     import matplotlib.pyplot as plt
 
     worlds = list(summary)
-    colors = {"vzero": "tab:blue", "no_gate": "tab:orange", "random_evidence": "tab:gray"}
+    colors = {
+        "vzero": "tab:blue",
+        "no_gate": "tab:orange",
+        "random_evidence": "tab:gray",
+        "self_frozen": "tab:purple",
+        "vision_opd": "tab:green",
+    }
     paths = []
 
     fig, axes = plt.subplots(1, len(worlds), figsize=(5.2 * len(worlds), 4), squeeze=False)
@@ -357,7 +380,7 @@ def _differences(old: Any, new: Any, path: str = "") -> list[str]:
 def reproduce(
     output_dir: str | Path,
     worlds: tuple[World, ...] = WORLDS,
-    variants: tuple[str, ...] = tuple(VARIANTS),
+    variants: tuple[str, ...] = TABLE2_VARIANTS,
     seeds: tuple[int, ...] = (0, 1, 2),
     workers: int = 2,
     cache_dir: str | Path | None = None,
