@@ -9,6 +9,7 @@ The trained pair is built once per session (about two minutes on 2 cores) in a t
 `VZERO_MINI_PAIR` (a folder built by `make demo`, `outputs/demo/trained`, whose settings are checked before use).
 """
 
+import dataclasses
 import os
 
 import pytest
@@ -18,7 +19,10 @@ from vzero_trl.mini.reproduce import WORLD_SETTINGS, Job, run_one
 
 
 PAIR = PairSpec(world="letter", seed=0)
-STEPS = 120
+# 80 of the reproduction's 120 steps. Measured there over seeds 0-2 at step 80 (before: accuracy 70.2%, p(gold) 0.406):
+# accuracy +6.0 points (sd 1.4), p(gold) +0.054 (sd 0.016), gate AUC 0.909 (sd 0.004). Each threshold sits at least
+# 2.5 standard deviations below the mean; a constant gate gives an AUC of exactly 0.5, random crops about 0.5.
+SETTINGS = dataclasses.replace(WORLD_SETTINGS["letter"], steps=80, eval_every=80)
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +42,12 @@ def test_the_teacher_reads_the_crop_and_the_student_half_sees(trained_pair):
 
 def test_vzero_improves_the_student_and_its_gate_ranks_correct_rollouts_first(trained_pair, tmp_path):
     teacher, student, record = trained_pair
-    settings = WORLD_SETTINGS["letter"]
-    job = Job("letter", "vzero", 0, settings, PAIR, teacher, student, str(tmp_path / "run"))
+    job = Job("letter", "vzero", 0, SETTINGS, PAIR, teacher, student, str(tmp_path / "run"))
     run = run_one(job)
     before, after, gates = run["before"], run["after"], run["gates"]
     assert before["accuracy"] == record["student"]["student"]["accuracy"]  # the same student, the same held-out rows
-    assert after["p_gold"] - before["p_gold"] >= 0.0, (before, after)
-    assert gates["gate_auc"] >= 0.8, gates
+    assert after["accuracy"] - before["accuracy"] >= 0.02, (before, after)
+    assert after["p_gold"] - before["p_gold"] >= 0.01, (before, after)
+    assert gates["gate_auc"] >= 0.85, gates
     assert gates["gate_correct"] - gates["gate_wrong"] >= 0.5, gates
+    assert 0.5 <= gates["mixed_group_frac"] <= 0.95, gates  # groups with both outcomes are what the gate ranks
