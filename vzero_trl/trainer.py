@@ -2,7 +2,6 @@
 
 import math
 import os
-import textwrap
 from collections import deque
 from functools import partial
 from pathlib import Path
@@ -12,7 +11,7 @@ import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
 from torch.utils.data import DataLoader, Sampler
-from transformers import PreTrainedModel, ProcessorMixin, TrainerCallback, is_wandb_available
+from transformers import PreTrainedModel, ProcessorMixin, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 from trl import DistillationTrainer
@@ -20,14 +19,13 @@ from trl.extras.profiling import profiling_context
 from trl.trainer.utils import (
     RepeatSampler,
     get_config_model_id,
-    get_trackio_space_url,
     repeat_iterable_dataset,
     split_pixel_values_by_grid,
     split_tensor_dict,
     unsplit_pixel_values_by_grid,
 )
 
-from .card import build_model_card
+from .card import PAPER, build_model_card, teacher_description, tracking_urls
 from .completions_table import log_completions_table
 from .config import VZeroConfig
 from .gating import (
@@ -48,9 +46,6 @@ from .shared_prefix import student_hidden_grouped, unsupported_reason
 from .teachers import EMACallback, load_ema, offloaded, save_ema, self_teacher_copy, teacher_for_replay
 from .views import check_dataset_columns, check_row, truncate_at_tokens
 
-
-if is_wandb_available():
-    import wandb
 
 logger = logging.get_logger(__name__)
 
@@ -109,20 +104,7 @@ class VZeroTrainer(DistillationTrainer):
 
     _tag_names = ["trl", "distillation", "v-zero"]
     _name = "V-Zero"
-    _paper = {
-        "title": (
-            "V-Zero: Answer-Label-Free On-Policy Distillation with Contrastive Evidence Gating for Fine-Grained Visual "
-            "Reasoning"
-        ),
-        # docstyle-ignore
-        "citation": textwrap.dedent("""\
-            @misc{sun2026vzero,
-                title        = {{V-Zero: Answer-Label-Free On-Policy Distillation with Contrastive Evidence Gating for Fine-Grained Visual Reasoning}},
-                author       = {Haoxiang Sun and Zhihang Yi and Langxuan Deng and Yuhao Zhou and Peiqi Jia and Jian Zhao and Li Yuan and Jiancheng Lv and Tao Wang},
-                year         = 2026,
-                url          = {https://github.com/eVI-group-SCU/V-Zero},
-            }"""),
-    }
+    _paper = PAPER
 
     def __init__(
         self,
@@ -572,25 +554,22 @@ class VZeroTrainer(DistillationTrainer):
         if not self.is_world_process_zero():
             return
         tags = {tags} if isinstance(tags, str) else set(tags or [])
-        wandb_url = wandb.run.url if is_wandb_available() and wandb.run is not None else None
         base_model = get_config_model_id(self.model.config)
-        if self.args.teacher_source == "external":
-            teacher = get_config_model_id(self.accelerator.unwrap_model(self.teacher_model).config)
-        else:
-            kind = "a frozen copy" if self.args.teacher_source == "frozen" else "an exponential moving average"
-            teacher = f"{kind} of the student ({base_model}), seeing the evidence"
+        external = self.args.teacher_source == "external"
+        teacher_id = (
+            get_config_model_id(self.accelerator.unwrap_model(self.teacher_model).config) if external else None
+        )
         card = build_model_card(
             args=self.args,
             model_name=model_name or Path(self.args.output_dir).name,
             base_model=base_model,
-            teacher_model=teacher,
+            teacher_model=teacher_description(self.args.teacher_source, base_model, teacher_id),
             dataset_name=dataset_name,
             tags=sorted(tags | set(self._tag_names)),
             citation=self._paper["citation"],
             num_processes=self.accelerator.num_processes,
             log_history=self.state.log_history,
-            wandb_url=wandb_url,
-            trackio_url=get_trackio_space_url(),
+            **tracking_urls(),
         )
         card.save(os.path.join(self.args.output_dir, "README.md"))
 
