@@ -43,7 +43,15 @@ from .quiet import silence_unactionable_warnings
 from .replay import MULTIMODAL_KEYS, replay_teacher
 from .scoring import completion_logps, completion_reverse_kl
 from .shared_prefix import student_hidden_grouped, unsupported_reason
-from .teachers import EMACallback, load_ema, offloaded, save_ema, self_teacher_copy, teacher_for_replay
+from .teachers import (
+    EMACallback,
+    check_teacher_model,
+    load_ema,
+    offloaded,
+    save_ema,
+    setup_teacher,
+    teacher_for_replay,
+)
 from .views import check_dataset_columns, check_row, truncate_at_tokens
 
 
@@ -125,16 +133,7 @@ class VZeroTrainer(DistillationTrainer):
             args = VZeroConfig(f"{model_name.rstrip('/').split('/')[-1]}-VZero")
         if not isinstance(args, VZeroConfig):
             raise TypeError(f"`args` must be a VZeroConfig, got {type(args).__name__}.")
-        if args.teacher_source == "external" and teacher_model is None:
-            raise ValueError(
-                "V-Zero needs a local `teacher_model` to replay the rollouts under both evidence views, or a "
-                "self-teacher: `teacher_source='frozen'` or `'ema'`."
-            )
-        if args.teacher_source != "external" and teacher_model is not None:
-            raise ValueError(
-                f"teacher_source={args.teacher_source!r} builds the teacher from the student; pass `teacher_model=None` "
-                "or set `teacher_source='external'`."
-            )
+        check_teacher_model(args.teacher_source, teacher_model)
         check_dataset_columns(train_dataset, args.crop_columns, "train_dataset")
         check_dataset_columns(eval_dataset, args.crop_columns, "eval_dataset")
         if processing_class is None:
@@ -172,13 +171,16 @@ class VZeroTrainer(DistillationTrainer):
                 "left-padded prompts. Load it with `AutoProcessor.from_pretrained(..., padding_side='left')`."
             )
 
-        self._peft_teacher = None  # the PEFT student whose base model is the frozen teacher (adapter disabled)
-        if args.teacher_source != "external":
-            self._build_self_teacher()
-        elif args.offload_teacher:
-            if self.is_deepspeed_enabled or self.is_fsdp_enabled:
-                raise ValueError("`offload_teacher` moves a plain module; it does not run under DeepSpeed or FSDP.")
-            self.teacher_model.to("cpu")
+        # `_peft_teacher`: the PEFT student whose base model is the frozen teacher (adapter disabled), else `None`.
+        self.teacher_model, self._peft_teacher = setup_teacher(
+            args.teacher_source,
+            self.teacher_model,
+            self.accelerator.unwrap_model(self.model),
+            sharded=self.is_deepspeed_enabled or self.is_fsdp_enabled,
+            offload=args.offload_teacher,
+        )
+        if args.teacher_source == "ema":
+            self.add_callback(EMACallback(self.teacher_model, self.accelerator.unwrap_model, args.teacher_ema_rate))
 
         teacher_config = self.accelerator.unwrap_model(
             self.model if self.teacher_model is None else self.teacher_model
@@ -206,27 +208,6 @@ class VZeroTrainer(DistillationTrainer):
         # Beside the base class's prompt and completion logs, aligned with them, for the completions table.
         self._logs["gate"] = deque(maxlen=self._logs["prompt"].maxlen)
         self._logs["evidence_score"] = deque(maxlen=self._logs["prompt"].maxlen)
-
-    def _build_self_teacher(self) -> None:
-        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
-            raise ValueError(
-                f"teacher_source={self.args.teacher_source!r} copies unsharded weights and does not run under "
-                "DeepSpeed or FSDP; use DDP or one GPU, or an external teacher."
-            )
-        student = self.accelerator.unwrap_model(self.model)
-        if is_peft_model(student):
-            if self.args.teacher_source == "ema":
-                raise ValueError(
-                    "teacher_source='ema' averages all of the student's weights and needs a full-parameter student; "
-                    "with a LoRA student use teacher_source='frozen' (the base model, adapter disabled)."
-                )
-            self._peft_teacher = student
-            return
-        self.teacher_model = self_teacher_copy(student)
-        if self.args.teacher_source == "ema":
-            self.add_callback(
-                EMACallback(self.teacher_model, self.accelerator.unwrap_model, self.args.teacher_ema_rate)
-            )
 
     def _teacher(self) -> PreTrainedModel | None:
         """The unwrapped teacher model, or `None` for the frozen teacher of a PEFT student (see `_peft_teacher`)."""
