@@ -30,6 +30,24 @@ def saved_processor_class(name_or_path: str, revision: str | None = None) -> str
     return None if path is None else json.loads(Path(path).read_text()).get("processor_class")
 
 
+def check_processor(processing_class: ProcessorMixin, is_vlm: bool, padding_side: str) -> None:
+    """
+    Raise unless the trainer's processor is multimodal (V-Zero replays rollouts with images) and pads on the left
+    (completions are aligned behind left-padded prompts). `is_vlm` and `padding_side` are what the base trainer
+    read from `processing_class`.
+    """
+    if not is_vlm:
+        raise ValueError(
+            f"V-Zero replays rollouts with images, so `processing_class` must be a multimodal processor "
+            f"(a ProcessorMixin such as Qwen3VLProcessor), got {type(processing_class).__name__}."
+        )
+    if padding_side != "left":
+        raise ValueError(
+            f"The processor pads on the {padding_side!r}; V-Zero aligns completions behind "
+            "left-padded prompts. Load it with `AutoProcessor.from_pretrained(..., padding_side='left')`."
+        )
+
+
 def load_processor(name_or_path: str, **kwargs) -> ProcessorMixin:
     """
     `AutoProcessor.from_pretrained(name_or_path, **kwargs)`, which also loads a checkpoint saved with the tiny models'

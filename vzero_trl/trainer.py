@@ -36,13 +36,13 @@ from .gating import (
     group_slices,
     rollout_groups,
 )
-from .importance import sampler_token_logps, truncated_importance_weights
+from .importance import importance_sums, padded_sampler_logps, sampler_token_logps, truncated_importance_weights
 from .losses import sampled_token_loss, weighted_aggregate
-from .processing import load_processor
+from .processing import check_processor, load_processor
 from .quiet import silence_unactionable_warnings
 from .replay import MULTIMODAL_KEYS, replay_teacher
 from .scoring import completion_logps, completion_reverse_kl
-from .shared_prefix import student_hidden_grouped, unsupported_reason
+from .shared_prefix import check_teacher_scoring, student_hidden_grouped, unsupported_reason
 from .teachers import (
     EMACallback,
     check_teacher_model,
@@ -52,13 +52,10 @@ from .teachers import (
     setup_teacher,
     teacher_for_replay,
 )
-from .views import check_dataset_columns, check_row, truncate_at_tokens
+from .views import check_dataset_columns, check_row, truncate_at_tokens, vision_token_ids
 
 
 logger = logging.get_logger(__name__)
-
-# Config attributes naming vision placeholder tokens, which the student must never sample.
-VISION_TOKEN_ATTRIBUTES = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
 
 
 class VZeroTrainer(DistillationTrainer):
@@ -160,16 +157,7 @@ class VZeroTrainer(DistillationTrainer):
             quantization_config=quantization_config,
             peft_config=peft_config,
         )
-        if not self._is_vlm:
-            raise ValueError(
-                f"V-Zero replays rollouts with images, so `processing_class` must be a multimodal processor "
-                f"(a ProcessorMixin such as Qwen3VLProcessor), got {type(self.processing_class).__name__}."
-            )
-        if self._tokenizer.padding_side != "left":
-            raise ValueError(
-                f"The processor pads on the {self._tokenizer.padding_side!r}; V-Zero aligns completions behind "
-                "left-padded prompts. Load it with `AutoProcessor.from_pretrained(..., padding_side='left')`."
-            )
+        check_processor(self.processing_class, self._is_vlm, self._tokenizer.padding_side)
 
         # `_peft_teacher`: the PEFT student whose base model is the frozen teacher (adapter disabled), else `None`.
         self.teacher_model, self._peft_teacher = setup_teacher(
@@ -185,12 +173,7 @@ class VZeroTrainer(DistillationTrainer):
         teacher_config = self.accelerator.unwrap_model(
             self.model if self.teacher_model is None else self.teacher_model
         ).config
-        reason = unsupported_reason(teacher_config.model_type)
-        if args.teacher_scoring == "shared_prefix" and reason is not None:
-            raise ValueError(
-                f"teacher_scoring='shared_prefix' cannot score this teacher: {reason}. Set "
-                "`teacher_scoring='per_sequence'` to score every rollout as its own sequence."
-            )
+        check_teacher_scoring(args.teacher_scoring, teacher_config.model_type)
         student_config = self.accelerator.unwrap_model(self.model).config
         # Read after `super().__init__`, which may force reentrant checkpointing (PEFT with DeepSpeed ZeRO-3).
         reason = unsupported_reason(student_config.model_type, args.reentrant_checkpointing)
@@ -198,8 +181,7 @@ class VZeroTrainer(DistillationTrainer):
         if args.student_scoring == "shared_prefix" and reason is not None:
             logger.warning(f"student_scoring='shared_prefix' falls back to 'per_sequence': {reason}.")
 
-        config = student_config.to_dict()
-        self._vision_token_ids = {config[name] for name in VISION_TOKEN_ATTRIBUTES if config.get(name) is not None}
+        self._vision_token_ids = vision_token_ids(student_config.to_dict())
         suppressed = sorted(set(self.generation_kwargs.get("suppress_tokens") or []) | self._vision_token_ids)
         self.generation_kwargs["suppress_tokens"] = suppressed
         self.generation_config.suppress_tokens = suppressed
@@ -423,10 +405,7 @@ class VZeroTrainer(DistillationTrainer):
 
         output["teacher_logps"] = pos_logps
         if self._sampler_logps is not None:  # right-padded like the completions, nan where unknown
-            sampler_logps = torch.zeros(completion_ids.shape, device=device)
-            for row, values in enumerate(self._sampler_logps):
-                sampler_logps[row, : len(values)] = torch.tensor(values)
-            output["sampler_logps"] = sampler_logps
+            output["sampler_logps"] = padded_sampler_logps(self._sampler_logps, completion_ids.shape, device)
         output["evidence_weights"] = all_weights[first_row : first_row + local_rows]
         output["group_index"] = group_index
         output["num_sequences_in_batch"] = self.accelerator.gather(torch.tensor(local_rows, device=device)).sum()
@@ -485,8 +464,7 @@ class VZeroTrainer(DistillationTrainer):
             )
             clip = self.args.rollout_importance_clip
             token_weights, ratio = truncated_importance_weights(student_logps, inputs["sampler_logps"], mask, clip)
-            valid = mask.bool()
-            importance = torch.stack([ratio[valid].sum(), (ratio[valid] > clip).sum().float()])
+            importance = importance_sums(ratio, mask, clip)
 
         if self.args.loss_type == "sampled_token":
             if student_logps is None:
