@@ -36,12 +36,11 @@ from .gating import (
     group_slices,
     rollout_groups,
 )
-from .importance import importance_sums, padded_sampler_logps, sampler_token_logps, truncated_importance_weights
-from .losses import sampled_token_loss, weighted_aggregate
+from .importance import padded_sampler_logps, sampler_token_logps
 from .processing import check_processor, load_processor
 from .quiet import silence_unactionable_warnings
 from .replay import MULTIMODAL_KEYS, replay_teacher
-from .scoring import completion_logps, completion_reverse_kl
+from .scoring import gated_distillation_loss
 from .shared_prefix import check_teacher_scoring, student_hidden_grouped, unsupported_reason
 from .teachers import (
     EMACallback,
@@ -457,51 +456,30 @@ class VZeroTrainer(DistillationTrainer):
             else:
                 normalizer = inputs["num_sequences_in_batch"] / self.accelerator.num_processes
 
-        student_logps, token_weights, importance = None, None, None
-        if "sampler_logps" in inputs:  # rollout importance correction, min(pi_train / pi_sampler, C) per token
-            student_logps, entropy = completion_logps(
-                hidden_states, lm_head, completion_ids, mask, self.temperature, with_entropy=True
-            )
-            clip = self.args.rollout_importance_clip
-            token_weights, ratio = truncated_importance_weights(student_logps, inputs["sampler_logps"], mask, clip)
-            importance = importance_sums(ratio, mask, clip)
-
-        if self.args.loss_type == "sampled_token":
-            if student_logps is None:
-                student_logps, entropy = completion_logps(
-                    hidden_states, lm_head, completion_ids, mask, self.temperature, with_entropy=True
-                )
-            loss = sampled_token_loss(
-                student_logps,
-                inputs["teacher_logps"],
-                mask,
-                inputs["evidence_weights"],
-                aggregation=self.args.loss_aggregation,
-                log_ratio_clip=self.args.log_ratio_clip,
-                normalizer=normalizer,
-                token_weights=token_weights,
-            )
-            per_token_kl = (student_logps - inputs["teacher_logps"]).detach()  # sampled estimate of KL(s || t)
-        else:
+        teacher_lm_head = None
+        if self.args.loss_type == "full_reverse_kl":
             # A PEFT student's frozen teacher is its base model, whose lm_head carries no adapter.
             teacher = self._peft_teacher.get_base_model() if self.teacher_model is None else self._teacher()
             teacher_lm_head = teacher.get_output_embeddings()
-            per_token_kl, entropy = completion_reverse_kl(
-                hidden_states,
-                lm_head,
-                inputs["teacher_hidden_states"],
-                teacher_lm_head,
-                mask,
-                self.temperature,
-                beta=self.args.beta,
-                top_k=self.args.loss_top_k,
-            )
-            weighted = per_token_kl if token_weights is None else token_weights * per_token_kl
-            loss = weighted_aggregate(
-                weighted, mask, inputs["evidence_weights"], self.args.loss_aggregation, normalizer
-            )
-            per_token_kl = per_token_kl.detach()
-
+        loss, per_token_kl, entropy, importance = gated_distillation_loss(
+            hidden_states,
+            lm_head,
+            completion_ids,
+            mask,
+            inputs["evidence_weights"],
+            loss_type=self.args.loss_type,
+            aggregation=self.args.loss_aggregation,
+            temperature=self.temperature,
+            normalizer=normalizer,
+            teacher_logps=inputs["teacher_logps"],
+            log_ratio_clip=self.args.log_ratio_clip,
+            teacher_hidden_states=inputs.get("teacher_hidden_states"),
+            teacher_lm_head=teacher_lm_head,
+            beta=self.args.beta,
+            top_k=self.args.loss_top_k,
+            sampler_logps=inputs.get("sampler_logps"),
+            importance_clip=self.args.rollout_importance_clip,
+        )
         valid = mask.bool()
         self._reverse_kl_stats = (per_token_kl[valid].sum(), valid.sum(), importance)
         return loss, entropy[valid].sum(), valid.sum()
