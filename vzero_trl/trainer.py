@@ -37,7 +37,7 @@ from .gating import (
     rollout_groups,
 )
 from .importance import padded_sampler_logps, sampler_token_logps
-from .processing import check_processor, load_processor
+from .processing import check_processor, student_processor
 from .quiet import silence_unactionable_warnings
 from .replay import MULTIMODAL_KEYS, replay_teacher
 from .scoring import gated_distillation_loss
@@ -133,16 +133,7 @@ class VZeroTrainer(DistillationTrainer):
         check_dataset_columns(train_dataset, args.crop_columns, "train_dataset")
         check_dataset_columns(eval_dataset, args.crop_columns, "eval_dataset")
         if processing_class is None:
-            # Mirrors `DistillationTrainer.__init__`'s `AutoProcessor.from_pretrained` call, through `load_processor`,
-            # which also loads the tiny models' torchvision-free processor.
-            from_path = isinstance(model, str)
-            processing_class = load_processor(
-                model if from_path else get_config_model_id(model.config),
-                revision=(args.model_init_kwargs or {}).get("revision") if from_path else None,
-                truncation_side="left",
-                padding_side="left",
-                trust_remote_code=args.trust_remote_code,
-            )
+            processing_class = student_processor(model, args.model_init_kwargs, args.trust_remote_code)
 
         super().__init__(
             model=model,
