@@ -132,7 +132,7 @@ class VZeroTrainer(DistillationTrainer):
         check_teacher_model(args.teacher_source, teacher_model)
         check_dataset_columns(train_dataset, args.crop_columns, "train_dataset")
         check_dataset_columns(eval_dataset, args.crop_columns, "eval_dataset")
-        if processing_class is None:  # as `trl.DistillationTrainer.__init__` loads it (TRL 1.16), see `student_processor`
+        if processing_class is None:  # as `trl.DistillationTrainer.__init__` loads it (TRL 1.16)
             processing_class = student_processor(model, args.model_init_kwargs, args.trust_remote_code)
 
         super().__init__(
