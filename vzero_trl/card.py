@@ -5,17 +5,39 @@ import importlib.resources
 import json
 import os
 import re
+import textwrap
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardData
+from transformers import is_wandb_available
+from trl.trainer.utils import get_trackio_space_url
 
+
+if is_wandb_available():
+    import wandb
 
 if TYPE_CHECKING:
     from .config import VZeroConfig
 
+
+# The paper, as `VZeroTrainer._paper` (TRL's `_paper` convention); the model card cites it.
+PAPER = {
+    "title": (
+        "V-Zero: Answer-Label-Free On-Policy Distillation with Contrastive Evidence Gating for Fine-Grained Visual "
+        "Reasoning"
+    ),
+    # docstyle-ignore
+    "citation": textwrap.dedent("""\
+        @misc{sun2026vzero,
+            title        = {{V-Zero: Answer-Label-Free On-Policy Distillation with Contrastive Evidence Gating for Fine-Grained Visual Reasoning}},
+            author       = {Haoxiang Sun and Zhihang Yi and Langxuan Deng and Yuhao Zhou and Peiqi Jia and Jian Zhao and Li Yuan and Jiancheng Lv and Tao Wang},
+            year         = 2026,
+            url          = {https://github.com/eVI-group-SCU/V-Zero},
+        }"""),
+}
 
 # The fields that define a V-Zero run, in the order the card lists them.
 CARD_HYPERPARAMETERS = (
@@ -85,6 +107,23 @@ def duration(seconds: float) -> str:
     if seconds >= 60:
         return f"{seconds / 60:.1f} min"
     return f"{seconds:.0f} s"
+
+
+def teacher_description(teacher_source: str, base_model: str | None, teacher_id: str | None) -> str:
+    """
+    What the card calls the teacher: the external teacher's checkpoint (`teacher_id`), or, for a self-teacher
+    (`teacher_source` `"frozen"` or `"ema"`), a sentence naming the student it was built from.
+    """
+    if teacher_source == "external":
+        return teacher_id
+    kind = "a frozen copy" if teacher_source == "frozen" else "an exponential moving average"
+    return f"{kind} of the student ({base_model}), seeing the evidence"
+
+
+def tracking_urls() -> dict[str, str | None]:
+    """The card's links to the training curves: the current wandb run and the trackio Space, `None` where absent."""
+    wandb_url = wandb.run.url if is_wandb_available() and wandb.run is not None else None
+    return {"wandb_url": wandb_url, "trackio_url": get_trackio_space_url()}
 
 
 def build_model_card(

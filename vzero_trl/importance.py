@@ -3,8 +3,8 @@
 vLLM's kernels, precision and (between weight syncs) weights differ from the trainer's, so a rollout is drawn from
 `pi_sampler`, not from the `pi_train` the loss assumes. The token-level truncated importance weight
 `min(pi_train / pi_sampler, C)` (Vision-OPD clips at `C = 2.0`), detached, reweights each token of the loss back
-towards `pi_train`. [`sampler_token_logps`] reads `pi_sampler` from what vLLM returns; [`truncated_importance_weights`]
-is the weight.
+towards `pi_train`. [`sampler_token_logps`] reads `pi_sampler` from what vLLM returns, [`padded_sampler_logps`] lines
+it up with the completions; [`truncated_importance_weights`] is the weight, [`importance_sums`] what is logged of it.
 """
 
 import math
@@ -68,3 +68,43 @@ def truncated_importance_weights(
     log_ratio = torch.where(known, train_logps.detach().float() - sampler_logps.float(), 0.0)
     ratio = log_ratio.exp()
     return ratio.clamp(max=clip), ratio
+
+
+def padded_sampler_logps(values: list[list[float]], shape: torch.Size, device: torch.device) -> torch.Tensor:
+    """
+    [`sampler_token_logps`] as a tensor right-padded like the completions.
+
+    Args:
+        values (`list[list[float]]`):
+            One log-probability per completion token (`nan` where unknown), `B` rows of at most `C` values.
+        shape (`torch.Size`):
+            The completions' shape `(B, C)`.
+        device (`torch.device`):
+            Where the tensor goes.
+
+    Returns:
+        `torch.Tensor`: `(B, C)`, `0` past each completion's end (masked by the completion mask).
+    """
+    sampler_logps = torch.zeros(shape, device=device)
+    for row, row_values in enumerate(values):
+        sampler_logps[row, : len(row_values)] = torch.tensor(row_values)
+    return sampler_logps
+
+
+def importance_sums(ratio: torch.Tensor, mask: torch.Tensor, clip: float) -> torch.Tensor:
+    """
+    The logged sums of a micro-batch's importance ratios, to reduce over processes before dividing by the tokens.
+
+    Args:
+        ratio (`torch.Tensor`):
+            Untruncated ratios `(B, C)` from [`truncated_importance_weights`].
+        mask (`torch.Tensor`):
+            Completion mask `(B, C)`.
+        clip (`float`):
+            The truncation `C`.
+
+    Returns:
+        `torch.Tensor`: `(2,)`, the sum of the ratios and the number of truncated ones over the valid tokens.
+    """
+    valid = mask.bool()
+    return torch.stack([ratio[valid].sum(), (ratio[valid] > clip).sum().float()])

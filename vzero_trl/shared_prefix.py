@@ -59,6 +59,16 @@ def unsupported_reason(model_type: str, reentrant_checkpointing: bool = False) -
     return None
 
 
+def check_teacher_scoring(teacher_scoring: str, model_type: str) -> None:
+    """Raise if `teacher_scoring="shared_prefix"` asks the shared-prefix path to score a teacher it cannot run."""
+    reason = unsupported_reason(model_type)
+    if teacher_scoring == "shared_prefix" and reason is not None:
+        raise ValueError(
+            f"teacher_scoring='shared_prefix' cannot score this teacher: {reason}. Set "
+            "`teacher_scoring='per_sequence'` to score every rollout as its own sequence."
+        )
+
+
 def image_runs(input_ids: torch.Tensor, image_token_id: int) -> list[tuple[int, int]]:
     """
     `(start, end)` of each contiguous run of image placeholder tokens in a 1-D sequence of ids, in order: one run per

@@ -10,7 +10,8 @@ Three teacher sources (`VZeroConfig.teacher_source`):
   ([`save_ema`], [`load_ema`]).
 
 Every source is a model of the student's family, so shared-prefix scoring applies to the self-teachers whenever it
-applies to the student. Offload ([`offloaded`]) keeps an external teacher on the CPU between generation batches.
+applies to the student. [`setup_teacher`] builds the self-teachers once the base trainer has prepared the models;
+offload ([`offloaded`]) keeps an external teacher on the CPU between generation batches.
 """
 
 import copy
@@ -18,10 +19,73 @@ import os
 from contextlib import contextmanager
 
 import torch
+from accelerate.utils import is_peft_model
 from transformers import PreTrainedModel, TrainerCallback
 
 
 EMA_FILE = "ema_teacher.pt"
+
+
+def check_teacher_model(teacher_source: str, teacher_model: str | PreTrainedModel | None) -> None:
+    """Raise unless a `teacher_model` is given exactly when `teacher_source` is `"external"`."""
+    if teacher_source == "external" and teacher_model is None:
+        raise ValueError(
+            "V-Zero needs a local `teacher_model` to replay the rollouts under both evidence views, or a "
+            "self-teacher: `teacher_source='frozen'` or `'ema'`."
+        )
+    if teacher_source != "external" and teacher_model is not None:
+        raise ValueError(
+            f"teacher_source={teacher_source!r} builds the teacher from the student; pass `teacher_model=None` "
+            "or set `teacher_source='external'`."
+        )
+
+
+def setup_teacher(
+    teacher_source: str,
+    teacher_model: torch.nn.Module | None,
+    student: torch.nn.Module,
+    sharded: bool,
+    offload: bool,
+) -> tuple[torch.nn.Module | None, torch.nn.Module | None]:
+    """
+    The trainer's teacher once the base trainer has prepared the models: an external teacher, moved to the CPU when
+    offloaded (it comes back per generation batch through [`offloaded`]), or a self-teacher built from the student.
+
+    Args:
+        teacher_source (`str`):
+            `VZeroConfig.teacher_source`: `"external"`, `"frozen"` or `"ema"`.
+        teacher_model (`torch.nn.Module` or `None`):
+            The prepared external teacher, `None` for a self-teacher.
+        student (`torch.nn.Module`):
+            The unwrapped student (possibly a PEFT model).
+        sharded (`bool`):
+            Whether DeepSpeed or FSDP runs the models: neither offload nor a self-teacher supports it.
+        offload (`bool`):
+            `VZeroConfig.offload_teacher`.
+
+    Returns:
+        `tuple`: the teacher model (`None` for the frozen teacher of a PEFT student), and the PEFT student whose base
+        model, adapter disabled, is that frozen teacher (else `None`).
+    """
+    if teacher_source == "external":
+        if offload:
+            if sharded:
+                raise ValueError("`offload_teacher` moves a plain module; it does not run under DeepSpeed or FSDP.")
+            teacher_model.to("cpu")
+        return teacher_model, None
+    if sharded:
+        raise ValueError(
+            f"teacher_source={teacher_source!r} copies unsharded weights and does not run under "
+            "DeepSpeed or FSDP; use DDP or one GPU, or an external teacher."
+        )
+    if is_peft_model(student):
+        if teacher_source == "ema":
+            raise ValueError(
+                "teacher_source='ema' averages all of the student's weights and needs a full-parameter student; "
+                "with a LoRA student use teacher_source='frozen' (the base model, adapter disabled)."
+            )
+        return None, student
+    return self_teacher_copy(student), None
 
 
 def self_teacher_copy(student: PreTrainedModel) -> PreTrainedModel:

@@ -2,7 +2,6 @@
 
 import math
 import os
-import textwrap
 from collections import deque
 from functools import partial
 from pathlib import Path
@@ -12,7 +11,7 @@ import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
 from torch.utils.data import DataLoader, Sampler
-from transformers import PreTrainedModel, ProcessorMixin, TrainerCallback, is_wandb_available
+from transformers import PreTrainedModel, ProcessorMixin, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 from trl import DistillationTrainer
@@ -20,14 +19,13 @@ from trl.extras.profiling import profiling_context
 from trl.trainer.utils import (
     RepeatSampler,
     get_config_model_id,
-    get_trackio_space_url,
     repeat_iterable_dataset,
     split_pixel_values_by_grid,
     split_tensor_dict,
     unsplit_pixel_values_by_grid,
 )
 
-from .card import build_model_card
+from .card import PAPER, build_model_card, teacher_description, tracking_urls
 from .completions_table import log_completions_table
 from .config import VZeroConfig
 from .gating import (
@@ -38,24 +36,25 @@ from .gating import (
     group_slices,
     rollout_groups,
 )
-from .importance import sampler_token_logps, truncated_importance_weights
-from .losses import sampled_token_loss, weighted_aggregate
-from .processing import load_processor
+from .importance import padded_sampler_logps, sampler_token_logps
+from .processing import check_processor, student_processor
 from .quiet import silence_unactionable_warnings
 from .replay import MULTIMODAL_KEYS, replay_teacher
-from .scoring import completion_logps, completion_reverse_kl
-from .shared_prefix import student_hidden_grouped, unsupported_reason
-from .teachers import EMACallback, load_ema, offloaded, save_ema, self_teacher_copy, teacher_for_replay
-from .views import check_dataset_columns, check_row, truncate_at_tokens
+from .scoring import gated_distillation_loss
+from .shared_prefix import check_teacher_scoring, student_hidden_grouped, unsupported_reason
+from .teachers import (
+    EMACallback,
+    check_teacher_model,
+    load_ema,
+    offloaded,
+    save_ema,
+    setup_teacher,
+    teacher_for_replay,
+)
+from .views import check_dataset_columns, check_row, truncate_at_tokens, vision_token_ids
 
-
-if is_wandb_available():
-    import wandb
 
 logger = logging.get_logger(__name__)
-
-# Config attributes naming vision placeholder tokens, which the student must never sample.
-VISION_TOKEN_ATTRIBUTES = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
 
 
 class VZeroTrainer(DistillationTrainer):
@@ -109,20 +108,7 @@ class VZeroTrainer(DistillationTrainer):
 
     _tag_names = ["trl", "distillation", "v-zero"]
     _name = "V-Zero"
-    _paper = {
-        "title": (
-            "V-Zero: Answer-Label-Free On-Policy Distillation with Contrastive Evidence Gating for Fine-Grained Visual "
-            "Reasoning"
-        ),
-        # docstyle-ignore
-        "citation": textwrap.dedent("""\
-            @misc{sun2026vzero,
-                title        = {{V-Zero: Answer-Label-Free On-Policy Distillation with Contrastive Evidence Gating for Fine-Grained Visual Reasoning}},
-                author       = {Haoxiang Sun and Zhihang Yi and Langxuan Deng and Yuhao Zhou and Peiqi Jia and Jian Zhao and Li Yuan and Jiancheng Lv and Tao Wang},
-                year         = 2026,
-                url          = {https://github.com/eVI-group-SCU/V-Zero},
-            }"""),
-    }
+    _paper = PAPER
 
     def __init__(
         self,
@@ -143,29 +129,11 @@ class VZeroTrainer(DistillationTrainer):
             args = VZeroConfig(f"{model_name.rstrip('/').split('/')[-1]}-VZero")
         if not isinstance(args, VZeroConfig):
             raise TypeError(f"`args` must be a VZeroConfig, got {type(args).__name__}.")
-        if args.teacher_source == "external" and teacher_model is None:
-            raise ValueError(
-                "V-Zero needs a local `teacher_model` to replay the rollouts under both evidence views, or a "
-                "self-teacher: `teacher_source='frozen'` or `'ema'`."
-            )
-        if args.teacher_source != "external" and teacher_model is not None:
-            raise ValueError(
-                f"teacher_source={args.teacher_source!r} builds the teacher from the student; pass `teacher_model=None` "
-                "or set `teacher_source='external'`."
-            )
+        check_teacher_model(args.teacher_source, teacher_model)
         check_dataset_columns(train_dataset, args.crop_columns, "train_dataset")
         check_dataset_columns(eval_dataset, args.crop_columns, "eval_dataset")
-        if processing_class is None:
-            # Mirrors `DistillationTrainer.__init__`'s `AutoProcessor.from_pretrained` call, through `load_processor`,
-            # which also loads the tiny models' torchvision-free processor.
-            from_path = isinstance(model, str)
-            processing_class = load_processor(
-                model if from_path else get_config_model_id(model.config),
-                revision=(args.model_init_kwargs or {}).get("revision") if from_path else None,
-                truncation_side="left",
-                padding_side="left",
-                trust_remote_code=args.trust_remote_code,
-            )
+        if processing_class is None:  # as `trl.DistillationTrainer.__init__` loads it (TRL 1.16)
+            processing_class = student_processor(model, args.model_init_kwargs, args.trust_remote_code)
 
         super().__init__(
             model=model,
@@ -179,34 +147,23 @@ class VZeroTrainer(DistillationTrainer):
             quantization_config=quantization_config,
             peft_config=peft_config,
         )
-        if not self._is_vlm:
-            raise ValueError(
-                f"V-Zero replays rollouts with images, so `processing_class` must be a multimodal processor "
-                f"(a ProcessorMixin such as Qwen3VLProcessor), got {type(self.processing_class).__name__}."
-            )
-        if self._tokenizer.padding_side != "left":
-            raise ValueError(
-                f"The processor pads on the {self._tokenizer.padding_side!r}; V-Zero aligns completions behind "
-                "left-padded prompts. Load it with `AutoProcessor.from_pretrained(..., padding_side='left')`."
-            )
+        check_processor(self.processing_class, self._is_vlm, self._tokenizer.padding_side)
 
-        self._peft_teacher = None  # the PEFT student whose base model is the frozen teacher (adapter disabled)
-        if args.teacher_source != "external":
-            self._build_self_teacher()
-        elif args.offload_teacher:
-            if self.is_deepspeed_enabled or self.is_fsdp_enabled:
-                raise ValueError("`offload_teacher` moves a plain module; it does not run under DeepSpeed or FSDP.")
-            self.teacher_model.to("cpu")
+        # `_peft_teacher`: the PEFT student whose base model is the frozen teacher (adapter disabled), else `None`.
+        self.teacher_model, self._peft_teacher = setup_teacher(
+            args.teacher_source,
+            self.teacher_model,
+            self.accelerator.unwrap_model(self.model),
+            sharded=self.is_deepspeed_enabled or self.is_fsdp_enabled,
+            offload=args.offload_teacher,
+        )
+        if args.teacher_source == "ema":
+            self.add_callback(EMACallback(self.teacher_model, self.accelerator.unwrap_model, args.teacher_ema_rate))
 
         teacher_config = self.accelerator.unwrap_model(
             self.model if self.teacher_model is None else self.teacher_model
         ).config
-        reason = unsupported_reason(teacher_config.model_type)
-        if args.teacher_scoring == "shared_prefix" and reason is not None:
-            raise ValueError(
-                f"teacher_scoring='shared_prefix' cannot score this teacher: {reason}. Set "
-                "`teacher_scoring='per_sequence'` to score every rollout as its own sequence."
-            )
+        check_teacher_scoring(args.teacher_scoring, teacher_config.model_type)
         student_config = self.accelerator.unwrap_model(self.model).config
         # Read after `super().__init__`, which may force reentrant checkpointing (PEFT with DeepSpeed ZeRO-3).
         reason = unsupported_reason(student_config.model_type, args.reentrant_checkpointing)
@@ -214,8 +171,7 @@ class VZeroTrainer(DistillationTrainer):
         if args.student_scoring == "shared_prefix" and reason is not None:
             logger.warning(f"student_scoring='shared_prefix' falls back to 'per_sequence': {reason}.")
 
-        config = student_config.to_dict()
-        self._vision_token_ids = {config[name] for name in VISION_TOKEN_ATTRIBUTES if config.get(name) is not None}
+        self._vision_token_ids = vision_token_ids(student_config.to_dict())
         suppressed = sorted(set(self.generation_kwargs.get("suppress_tokens") or []) | self._vision_token_ids)
         self.generation_kwargs["suppress_tokens"] = suppressed
         self.generation_config.suppress_tokens = suppressed
@@ -224,27 +180,6 @@ class VZeroTrainer(DistillationTrainer):
         # Beside the base class's prompt and completion logs, aligned with them, for the completions table.
         self._logs["gate"] = deque(maxlen=self._logs["prompt"].maxlen)
         self._logs["evidence_score"] = deque(maxlen=self._logs["prompt"].maxlen)
-
-    def _build_self_teacher(self) -> None:
-        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
-            raise ValueError(
-                f"teacher_source={self.args.teacher_source!r} copies unsharded weights and does not run under "
-                "DeepSpeed or FSDP; use DDP or one GPU, or an external teacher."
-            )
-        student = self.accelerator.unwrap_model(self.model)
-        if is_peft_model(student):
-            if self.args.teacher_source == "ema":
-                raise ValueError(
-                    "teacher_source='ema' averages all of the student's weights and needs a full-parameter student; "
-                    "with a LoRA student use teacher_source='frozen' (the base model, adapter disabled)."
-                )
-            self._peft_teacher = student
-            return
-        self.teacher_model = self_teacher_copy(student)
-        if self.args.teacher_source == "ema":
-            self.add_callback(
-                EMACallback(self.teacher_model, self.accelerator.unwrap_model, self.args.teacher_ema_rate)
-            )
 
     def _teacher(self) -> PreTrainedModel | None:
         """The unwrapped teacher model, or `None` for the frozen teacher of a PEFT student (see `_peft_teacher`)."""
@@ -460,10 +395,7 @@ class VZeroTrainer(DistillationTrainer):
 
         output["teacher_logps"] = pos_logps
         if self._sampler_logps is not None:  # right-padded like the completions, nan where unknown
-            sampler_logps = torch.zeros(completion_ids.shape, device=device)
-            for row, values in enumerate(self._sampler_logps):
-                sampler_logps[row, : len(values)] = torch.tensor(values)
-            output["sampler_logps"] = sampler_logps
+            output["sampler_logps"] = padded_sampler_logps(self._sampler_logps, completion_ids.shape, device)
         output["evidence_weights"] = all_weights[first_row : first_row + local_rows]
         output["group_index"] = group_index
         output["num_sequences_in_batch"] = self.accelerator.gather(torch.tensor(local_rows, device=device)).sum()
@@ -515,52 +447,30 @@ class VZeroTrainer(DistillationTrainer):
             else:
                 normalizer = inputs["num_sequences_in_batch"] / self.accelerator.num_processes
 
-        student_logps, token_weights, importance = None, None, None
-        if "sampler_logps" in inputs:  # rollout importance correction, min(pi_train / pi_sampler, C) per token
-            student_logps, entropy = completion_logps(
-                hidden_states, lm_head, completion_ids, mask, self.temperature, with_entropy=True
-            )
-            clip = self.args.rollout_importance_clip
-            token_weights, ratio = truncated_importance_weights(student_logps, inputs["sampler_logps"], mask, clip)
-            valid = mask.bool()
-            importance = torch.stack([ratio[valid].sum(), (ratio[valid] > clip).sum().float()])
-
-        if self.args.loss_type == "sampled_token":
-            if student_logps is None:
-                student_logps, entropy = completion_logps(
-                    hidden_states, lm_head, completion_ids, mask, self.temperature, with_entropy=True
-                )
-            loss = sampled_token_loss(
-                student_logps,
-                inputs["teacher_logps"],
-                mask,
-                inputs["evidence_weights"],
-                aggregation=self.args.loss_aggregation,
-                log_ratio_clip=self.args.log_ratio_clip,
-                normalizer=normalizer,
-                token_weights=token_weights,
-            )
-            per_token_kl = (student_logps - inputs["teacher_logps"]).detach()  # sampled estimate of KL(s || t)
-        else:
+        teacher_lm_head = None
+        if self.args.loss_type == "full_reverse_kl":
             # A PEFT student's frozen teacher is its base model, whose lm_head carries no adapter.
             teacher = self._peft_teacher.get_base_model() if self.teacher_model is None else self._teacher()
             teacher_lm_head = teacher.get_output_embeddings()
-            per_token_kl, entropy = completion_reverse_kl(
-                hidden_states,
-                lm_head,
-                inputs["teacher_hidden_states"],
-                teacher_lm_head,
-                mask,
-                self.temperature,
-                beta=self.args.beta,
-                top_k=self.args.loss_top_k,
-            )
-            weighted = per_token_kl if token_weights is None else token_weights * per_token_kl
-            loss = weighted_aggregate(
-                weighted, mask, inputs["evidence_weights"], self.args.loss_aggregation, normalizer
-            )
-            per_token_kl = per_token_kl.detach()
-
+        loss, per_token_kl, entropy, importance = gated_distillation_loss(
+            hidden_states,
+            lm_head,
+            completion_ids,
+            mask,
+            inputs["evidence_weights"],
+            loss_type=self.args.loss_type,
+            aggregation=self.args.loss_aggregation,
+            temperature=self.temperature,
+            normalizer=normalizer,
+            teacher_logps=inputs["teacher_logps"],
+            log_ratio_clip=self.args.log_ratio_clip,
+            teacher_hidden_states=inputs.get("teacher_hidden_states"),
+            teacher_lm_head=teacher_lm_head,
+            beta=self.args.beta,
+            top_k=self.args.loss_top_k,
+            sampler_logps=inputs.get("sampler_logps"),
+            importance_clip=self.args.rollout_importance_clip,
+        )
         valid = mask.bool()
         self._reverse_kl_stats = (per_token_kl[valid].sum(), valid.sum(), importance)
         return loss, entropy[valid].sum(), valid.sum()
@@ -572,25 +482,22 @@ class VZeroTrainer(DistillationTrainer):
         if not self.is_world_process_zero():
             return
         tags = {tags} if isinstance(tags, str) else set(tags or [])
-        wandb_url = wandb.run.url if is_wandb_available() and wandb.run is not None else None
         base_model = get_config_model_id(self.model.config)
-        if self.args.teacher_source == "external":
-            teacher = get_config_model_id(self.accelerator.unwrap_model(self.teacher_model).config)
-        else:
-            kind = "a frozen copy" if self.args.teacher_source == "frozen" else "an exponential moving average"
-            teacher = f"{kind} of the student ({base_model}), seeing the evidence"
+        external = self.args.teacher_source == "external"
+        teacher_id = (
+            get_config_model_id(self.accelerator.unwrap_model(self.teacher_model).config) if external else None
+        )
         card = build_model_card(
             args=self.args,
             model_name=model_name or Path(self.args.output_dir).name,
             base_model=base_model,
-            teacher_model=teacher,
+            teacher_model=teacher_description(self.args.teacher_source, base_model, teacher_id),
             dataset_name=dataset_name,
             tags=sorted(tags | set(self._tag_names)),
             citation=self._paper["citation"],
             num_processes=self.accelerator.num_processes,
             log_history=self.state.log_history,
-            wandb_url=wandb_url,
-            trackio_url=get_trackio_space_url(),
+            **tracking_urls(),
         )
         card.save(os.path.join(self.args.output_dir, "README.md"))
 

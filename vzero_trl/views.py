@@ -183,6 +183,15 @@ def check_row(row: dict[str, Any], crop_columns: Iterable[str], index: int) -> N
             )
 
 
+# Config attributes naming vision placeholder tokens, which the student must never sample.
+VISION_TOKEN_ATTRIBUTES = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+
+
+def vision_token_ids(config: dict[str, Any]) -> set[int]:
+    """The ids of the vision placeholder tokens a model config (`config.to_dict()`) names: never to be generated."""
+    return {config[name] for name in VISION_TOKEN_ATTRIBUTES if config.get(name) is not None}
+
+
 def truncate_at_tokens(completions: list[list[int]], stop_ids: set[int], fill_id: int) -> tuple[list[list[int]], int]:
     """
     Cut each completion before the first token in `stop_ids`.
