@@ -11,7 +11,7 @@ from vzero_trl.mini import world
 from vzero_trl.mini.demo import build_demo_data, build_demo_pair
 from vzero_trl.mini.measure import gate_diagnostics, within_group_auc
 from vzero_trl.mini.pretrain import PairSpec, ensure_pair, pair_dir
-from vzero_trl.mini.reproduce import _differences, interval
+from vzero_trl.mini.reproduce import _differences, _settings_record, interval
 from vzero_trl.mini.world import (
     CELL,
     FEATURES,
@@ -120,6 +120,10 @@ def test_settings_differences_name_each_changed_field():
     new = {"pair": {"seed": 0, "teacher": {"steps": 200}}, "run": {"learning_rate": 1e-3}}
     assert _differences(old, new) == ["pair.teacher.steps: 150 -> 200", "run.learning_rate: 0.0003 -> 0.001"]
     assert _differences(old, old) == []
+    # What settings.json holds compares equal to the same settings asked again (tuples are stored as lists).
+    pairs = {"letter": PairSpec(world="letter"), "chain": PairSpec(world="chain")}
+    stored = json.loads(json.dumps(_settings_record(("letter", "chain"), pairs)))
+    assert _differences(stored, _settings_record(("letter", "chain"), pairs)) == []
 
 
 def test_demo_prompts_are_built_atomically_and_never_taken_from_another_build(tmp_path):

@@ -232,10 +232,11 @@ def summarize(runs: list[dict], pairs: dict[str, dict]) -> dict:
                     entry[f"{metric}_{when}"] = interval([run[when][metric] for run in chosen])
             for metric in ("gate_correct", "gate_wrong", "gate_auc", "mixed_group_frac", "rollout_accuracy"):
                 entry[metric] = interval([run["gates"][metric] for run in chosen])
-            entry["curve"] = {
-                point["step"]: interval([run["curve"][i]["accuracy"] for run in chosen])
-                for i, point in enumerate(chosen[0]["curve"])
-            }
+            for metric, key in (("accuracy", "curve"), ("p_gold", "curve_p_gold")):
+                entry[key] = {
+                    point["step"]: interval([run["curve"][i][metric] for run in chosen])
+                    for i, point in enumerate(chosen[0]["curve"])
+                }
             entry["minutes_per_run"] = sum(run["seconds"] for run in chosen) / len(chosen) / 60
             summary[world][variant] = entry
     return summary
@@ -245,7 +246,7 @@ def _cell(stat: dict, percent: bool = True) -> str:
     scale = 100 if percent else 1
     if math.isnan(stat["mean"]):
         return "n/a"
-    if math.isnan(stat["ci95"]):
+    if math.isnan(stat["ci95"]) or stat["ci95"] == 0:  # one seed, or the same value for every seed
         return f"{scale * stat['mean']:.1f}" if percent else f"{stat['mean']:.2f}"
     if percent:
         return f"{scale * stat['mean']:.1f} ± {scale * stat['ci95']:.1f}"
@@ -318,26 +319,23 @@ def draw_pictures(summary: dict, runs: list[dict], output_dir: Path) -> list[Pat
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, len(worlds), figsize=(5.2 * len(worlds), 4), squeeze=False)
-    for ax, world in zip(axes[0], worlds, strict=True):
-        for variant in [v for v in summary[world] if v in VARIANTS]:
-            curve = summary[world][variant]["curve"]
-            steps = [int(step) for step in curve]
-            mean = [100 * curve[step]["mean"] for step in curve]
-            ci = [0 if math.isnan(curve[step]["ci95"]) else 100 * curve[step]["ci95"] for step in curve]
-            ax.plot(steps, mean, marker="o", color=colors[variant], label=LABELS[variant])
-            ax.fill_between(
-                steps,
-                [m - c for m, c in zip(mean, ci, strict=True)],
-                [m + c for m, c in zip(mean, ci, strict=True)],
-                color=colors[variant],
-                alpha=0.15,
-            )
-        ax.set_ylim(0, 100)
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("held-out greedy accuracy (%)")
-        ax.set_title(f"{world} world")
-        ax.legend(fontsize=8)
+    fig, axes = plt.subplots(2, len(worlds), figsize=(5.2 * len(worlds), 7.5), squeeze=False)
+    for row, (key, label) in enumerate((("curve", "greedy accuracy"), ("curve_p_gold", "p(gold)"))):
+        for ax, world in zip(axes[row], worlds, strict=True):
+            for variant in [v for v in summary[world] if v in VARIANTS]:
+                curve = summary[world][variant][key]
+                steps = [int(step) for step in curve]
+                mean = [100 * curve[step]["mean"] for step in curve]
+                ci = [0 if math.isnan(curve[step]["ci95"]) else 100 * curve[step]["ci95"] for step in curve]
+                ax.plot(steps, mean, marker="o", color=colors[variant], label=LABELS[variant])
+                low = [m - c for m, c in zip(mean, ci, strict=True)]
+                high = [m + c for m, c in zip(mean, ci, strict=True)]
+                ax.fill_between(steps, low, high, color=colors[variant], alpha=0.15)
+            ax.set_ylim(0, 100)
+            ax.set_xlabel("optimizer step")
+            ax.set_ylabel(f"held-out {label} (%)")
+            ax.set_title(f"{world} world: mean and 95% interval over seeds")
+            ax.legend(fontsize=8)
     fig.tight_layout()
     paths.append(output_dir / "curves.png")
     fig.savefig(paths[-1], dpi=110)
@@ -364,7 +362,9 @@ def draw_pictures(summary: dict, runs: list[dict], output_dir: Path) -> list[Pat
 
 
 def _settings_record(worlds, pairs: dict[str, PairSpec]) -> dict:
-    return {world: {"pair": asdict(pairs[world]), "run": asdict(WORLD_SETTINGS[world])} for world in worlds}
+    """Each world's pair and run settings, as `settings.json` stores them (JSON types: tuples become lists)."""
+    record = {world: {"pair": asdict(pairs[world]), "run": asdict(WORLD_SETTINGS[world])} for world in worlds}
+    return json.loads(json.dumps(record))
 
 
 def _differences(old: Any, new: Any, path: str = "") -> list[str]:
