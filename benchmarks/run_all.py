@@ -255,12 +255,24 @@ def main():
     )
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    results = {
-        part: run(part) if part in args.only else json.loads((RESULTS / f"{part}.json").read_text()) for part in PARTS
-    }
-    dates = ", ".join(f"{part} {date.fromtimestamp((RESULTS / f'{part}.json').stat().st_mtime)}" for part in PARTS)
+    # When and where each part was measured (file times do not survive a git checkout).
+    measured_path = RESULTS / "measured.json"
+    measured = json.loads(measured_path.read_text()) if measured_path.is_file() else {}
+    results = {}
+    for part in PARTS:
+        if part in args.only:
+            results[part] = run(part)
+            measured[part] = {"date": str(date.today()), "machine": machine()}
+        else:
+            results[part] = json.loads((RESULTS / f"{part}.json").read_text())
+    measured_path.write_text(json.dumps(measured, indent=2) + "\n")
+    when = "; ".join(
+        f"{part}: {measured.get(part, {}).get('date', 'an earlier run')} on "
+        f"{measured.get(part, {}).get('machine', 'an unrecorded machine')}"
+        for part in PARTS
+    )
     text = report(*(results[part] for part in PARTS))
-    text = text.replace("Reproduce with `make bench`.", f"Parts measured: {dates}. Reproduce with `make bench`.", 1)
+    text = text.replace("Reproduce with `make bench`.", f"Parts measured: {when}.\nReproduce with `make bench`.", 1)
     (HERE / "RESULTS.md").write_text(text + "\n" + learning_report())
     print((HERE / "RESULTS.md").read_text())
 
