@@ -343,7 +343,7 @@ def run_record(config: EvaluateConfig) -> dict:
     else:
         raise FileNotFoundError(
             f"`model` {config.model!r} is neither a local folder nor a Hub id (owner/name). Pass a checkpoint folder "
-            "(for example outputs/demo/vzero-tiny) or a Hub id (for example Qwen/Qwen3.5-4B)."
+            "(for example outputs/demo/vzero-mini) or a Hub id (for example Qwen/Qwen3.5-4B)."
         )
     settings = dict(
         protocol=config.protocol,
