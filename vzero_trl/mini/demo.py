@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .measure import evaluate_view, gate_diagnostics
 from .pretrain import PairSpec, ensure_pair
+from .reproduce import draw_gate_histogram
 from .world import make_dataset, make_rows
 
 
@@ -115,26 +116,12 @@ def _draw(report: dict, rollouts: list[dict], path: Path) -> None:
     left.set_ylim(0, 105)
     left.set_ylabel("held-out greedy accuracy (%)")
     left.legend(fontsize=8, loc="lower right")
-    bins = [i / 10 for i in range(21)]
-    right.hist(
+    draw_gate_histogram(
+        right,
         [r["gate"] for r in rollouts if r["correct"]],
-        bins=bins,
-        alpha=0.6,
-        density=True,
-        color="tab:green",
-        label="correct rollouts",
-    )
-    right.hist(
         [r["gate"] for r in rollouts if not r["correct"]],
-        bins=bins,
-        alpha=0.6,
-        density=True,
-        color="tab:red",
-        label="wrong rollouts",
+        f"within-group AUC {report['gates']['gate_auc']:.2f}",
     )
-    right.set_xlabel("gate w")
-    right.set_title(f"within-group AUC {report['gates']['gate_auc']:.2f}")
-    right.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -11,6 +11,7 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
+from ..replay import TOKEN_TYPE_KEYS, tokenize
 from ..views import TEACHER_CROP_PREFIX, TEACHER_CROP_SUFFIX, student_messages, teacher_messages
 from .world import World, parse_answer, reference_answer
 
@@ -37,17 +38,10 @@ def encode(processor, messages: list[list[dict]], completions: list[list[int]] |
         completions (`list[list[int]]`, *optional*): Completion token ids per row (ending with the end-of-turn id).
 
     Returns:
-        `dict`: processor outputs; with `completions`, also `labels` (-100 on the prompt and padding) and
-        `mm_token_type_ids` extended with zeros over the completion.
+        `dict`: processor outputs ([`vzero_trl.replay.tokenize`]); with `completions`, also `labels` (-100 on the
+        prompt and padding) and the per-token type ids extended with zeros over the completion, as the replay does.
     """
-    inputs = processor.apply_chat_template(
-        messages,
-        add_generation_prompt=True,
-        tokenize=True,
-        return_dict=True,
-        return_tensors="pt",
-        processor_kwargs={"padding": True},
-    )
+    inputs = tokenize(processor, messages, {}, "cpu")
     if completions is None:
         return inputs
     pad_id = processor.tokenizer.pad_token_id
@@ -58,7 +52,9 @@ def encode(processor, messages: list[list[dict]], completions: list[list[int]] |
     inputs["labels"] = torch.cat([prompt_labels, completion_ids.masked_fill(completion_mask == 0, -100)], dim=1)
     inputs["input_ids"] = torch.cat([inputs["input_ids"], completion_ids], dim=1)
     inputs["attention_mask"] = torch.cat([inputs["attention_mask"], completion_mask], dim=1)
-    inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(completion_ids)], dim=1)
+    for key in TOKEN_TYPE_KEYS:
+        if key in inputs:
+            inputs[key] = torch.cat([inputs[key], torch.zeros_like(completion_ids)], dim=1)
     return inputs
 
 

@@ -346,19 +346,24 @@ def draw_pictures(summary: dict, runs: list[dict], output_dir: Path) -> list[Pat
         chosen = [r for r in runs if r["world"] == world and r["variant"] == "vzero"]
         right = [g for r in chosen for g in r["gate_values"]["correct"]]
         wrong = [g for r in chosen for g in r["gate_values"]["wrong"]]
-        bins = [i / 10 for i in range(21)]
-        ax.hist(right, bins=bins, alpha=0.6, density=True, color="tab:green", label=f"correct ({len(right)})")
-        ax.hist(wrong, bins=bins, alpha=0.6, density=True, color="tab:red", label=f"wrong ({len(wrong)})")
         auc = summary[world].get("vzero", {}).get("gate_auc", {"mean": math.nan})["mean"]
-        ax.set_xlabel("gate w of a training rollout")
-        ax.set_ylabel("density")
-        ax.set_title(f"{world} world, V-Zero: within-group AUC {auc:.2f}")
-        ax.legend(fontsize=8)
+        draw_gate_histogram(ax, right, wrong, f"{world} world, V-Zero: within-group AUC {auc:.2f}")
     fig.tight_layout()
     paths.append(output_dir / "gates.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
     return paths
+
+
+def draw_gate_histogram(ax, correct: list[float], wrong: list[float], title: str) -> None:
+    """Densities of the gates of correct and of wrong rollouts on one matplotlib axis (gates lie in [0, 2])."""
+    bins = [i / 10 for i in range(21)]
+    ax.hist(correct, bins=bins, alpha=0.6, density=True, color="tab:green", label=f"correct ({len(correct)})")
+    ax.hist(wrong, bins=bins, alpha=0.6, density=True, color="tab:red", label=f"wrong ({len(wrong)})")
+    ax.set_xlabel("gate w of a training rollout")
+    ax.set_ylabel("density")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
 
 
 def _settings_record(worlds, pairs: dict[str, PairSpec]) -> dict:
