@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from vzero_trl.mini.reproduce import markdown_table
+from vzero_trl.mini.reproduce import markdown_table, pairs_table
 
 
 HERE = Path(__file__).parent
@@ -233,19 +233,21 @@ def gpu_report() -> str:
 
 
 def learning_report() -> str:
-    """The learning benchmark: the miniature reproduction's accuracy and gate diagnostics per variant, when present."""
+    """The learning benchmark: the miniature reproduction's paired table over cells, when present."""
     path = RESULTS / "mini" / "results.json"
     if not path.is_file():
         return "## (d) Learning\n\nNot measured yet: run `make reproduce` and copy its results into `results/mini/`.\n"
     results = json.loads(path.read_text())
+    machine = results["machine"]
     intro = (
-        "## (d) Learning: the miniature reproduction (`make reproduce`, `vzero_trl.mini`)\n\n"
-        "Held-out greedy accuracy and probability of the right answer (400 rows, in %) before and after on-policy\n"
-        "distillation from one trained tiny student, and the gate's diagnostics against answer correctness (no labels\n"
-        "are used in training); mean ± 95% Student-t interval over seeds. Settings and pictures: `results/mini/` and the\n"
-        "README's miniature reproduction.\n\n"
+        "## (d) Learning: the miniature reproduction (`make reproduce --full`, `vzero_trl.mini`)\n\n"
+        "Cells are (trained pair, run seed); every variant of a cell starts from the same student with the same\n"
+        "prompts and sampling seed. p(gold) (held-out probability of the reference answer) and greedy accuracy in %,\n"
+        "mean ± 95% Student-t interval over cells, and each variant minus plain OPD in the same cell. Measured on\n"
+        f"{machine['cpu']} ({machine['cores']} cores, torch {machine['torch']}). Settings, pilot and pictures:\n"
+        "`results/mini/` and the README's miniature reproduction.\n\n"
     )
-    return intro + markdown_table(results["summary"])
+    return intro + pairs_table(results["summary"]) + "\n" + markdown_table(results["summary"])
 
 
 def main():

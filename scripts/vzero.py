@@ -307,7 +307,7 @@ def main(
     start_run(script_args, training_args, settings)
     trainer_class = VZeroTrainer
     if demo_record is not None:  # records each rollout's gate and correctness for the report; trains as VZeroTrainer
-        from vzero_trl.mini.reproduce import RecordingTrainer as trainer_class
+        from vzero_trl.mini.recording import RecordingTrainer as trainer_class
     trainer = trainer_class(
         model=model_args.model_name_or_path,
         teacher_model=training_args.teacher_model_name_or_path if external else None,

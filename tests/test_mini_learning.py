@@ -1,28 +1,42 @@
-"""The learning check: on the trained tiny pair, V-Zero improves the student and its gate finds the right rollouts.
+"""The learning check: on a trained tiny pair of the letter world, V-Zero moves the student the way the reproduction
+measured over many cells, and its gate finds the right rollouts.
 
-This is the miniature reproduction's CI-sized guard (`vzero_trl.mini`). It fails when learning breaks: a teacher that
-no longer reads the crop, a student that cannot see, a gate replaced by a constant (its within-group AUC is then 0.5
-exactly) or a teacher given random crops (AUC near 0.5, and the student degrades). The thresholds come from the spread
-measured over seeds (README, "The miniature reproduction"), not from one run.
+This is the miniature reproduction's CI-sized guard (`vzero_trl.mini`). Its thresholds come from the spread over cells
+(trained pairs x run seeds) of the committed grid on the steady measure, p(gold), not from one run on one machine: the
+trained pair and the run are random draws that differ by CPU. It fails when learning breaks: a teacher that no longer
+reads the crop, a student that cannot see, a gate replaced by a constant (its within-group AUC is then 0.5 exactly) or
+a teacher given random crops (AUC near 0.5, and p(gold) falls far below every measured cell).
 
-The trained pair is built once per session (about two minutes on 2 cores) in a temporary folder, or reused from
-`VZERO_MINI_PAIR` (a folder built by `make demo`, `outputs/demo/trained`, whose settings are checked before use).
+The pair is the letter world's pair seed 0 that ships with the package (copied in seconds, the same weights on every
+machine), or `VZERO_MINI_PAIR`: a letter-world pair folder built by the reproduction
+(`outputs/mini/models/letter-seed<N>-...`), of any pair seed, to show that the check holds on pairs it was not tuned on;
+its settings are checked before use.
 """
 
-import dataclasses
+import json
 import os
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from vzero_trl.mini.pretrain import PairSpec, ensure_pair
+from vzero_trl.mini.demo import REFERENCE
+from vzero_trl.mini.pretrain import WORLD_PAIRS, ensure_pair
 from vzero_trl.mini.reproduce import WORLD_SETTINGS, Job, run_one
 
 
-PAIR = PairSpec(world="letter", seed=0)
-# 80 of the reproduction's 120 steps. Measured there over seeds 0-2 at step 80 (before: accuracy 70.2%, p(gold) 0.406):
-# accuracy +6.0 points (sd 1.4), p(gold) +0.054 (sd 0.016), gate AUC 0.909 (sd 0.004). Each threshold sits at least
-# 2.5 standard deviations below the mean; a constant gate gives an AUC of exactly 0.5, random crops about 0.5.
-SETTINGS = dataclasses.replace(WORLD_SETTINGS["letter"], steps=80, eval_every=80)
+def _pair_seed() -> int:
+    folder = os.environ.get("VZERO_MINI_PAIR")
+    settings = Path(folder or "") / "settings.json"
+    return json.loads(settings.read_text())["settings"]["seed"] if folder and settings.is_file() else 0
+
+
+PAIR = replace(WORLD_PAIRS["letter"], seed=_pair_seed())
+SETTINGS = WORLD_SETTINGS["letter"]
+# Thresholds from the spread of the letter world's V-Zero cells in the committed grid (`reference.json`, written by
+# `reproduce.learning_check_thresholds`: each the cells' mean minus 3 sd), so a pair drawn on another CPU passes and a
+# constant gate (AUC 0.5) or random crops fall far below. README, "The learning check".
+CHECK = json.loads(REFERENCE.read_text())["learning_check"]
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +51,20 @@ def test_the_teacher_reads_the_crop_and_the_student_half_sees(trained_pair):
     teacher, student = record["teacher"], record["student"]["student"]
     assert teacher["crop"]["accuracy"] >= 0.95
     assert teacher["negative_crop"]["accuracy"] <= 0.40 and teacher["random_crop"]["accuracy"] <= 0.40
-    assert 0.55 <= student["accuracy"] <= 0.85 and student["format"] == 1.0
+    # Above chance (0.25; one reading of 1000 rows has a sampling error of about 1.4 points) and far from perfect.
+    assert 0.30 <= student["accuracy"] <= 0.90 and student["format"] >= 0.99
 
 
-def test_vzero_improves_the_student_and_its_gate_ranks_correct_rollouts_first(trained_pair, tmp_path):
+def test_vzero_moves_the_student_as_measured_over_cells_and_its_gate_ranks_correct_rollouts_first(
+    trained_pair, tmp_path
+):
     teacher, student, record = trained_pair
-    job = Job("letter", "vzero", 0, SETTINGS, PAIR, teacher, student, str(tmp_path / "run"))
+    before = record["student"]["student"]
+    job = Job("letter", "vzero", PAIR, 0, SETTINGS, teacher, student, before, str(tmp_path / "run"))
     run = run_one(job)
-    before, after, gates = run["before"], run["after"], run["gates"]
-    assert before["accuracy"] == record["student"]["student"]["accuracy"]  # the same student, the same held-out rows
-    assert after["accuracy"] - before["accuracy"] >= 0.02, (before, after)
-    assert after["p_gold"] - before["p_gold"] >= 0.01, (before, after)
-    assert gates["gate_auc"] >= 0.85, gates
-    assert gates["gate_correct"] - gates["gate_wrong"] >= 0.5, gates
-    assert 0.5 <= gates["mixed_group_frac"] <= 0.95, gates  # groups with both outcomes are what the gate ranks
+    after, gates = run["after"], run["gates"]
+    assert after["p_gold"] - before["p_gold"] >= CHECK["min_p_gold_gain"], (before, after)
+    assert after["format"] >= 0.95, after
+    assert gates["gate_auc"] >= CHECK["min_gate_auc"], gates
+    assert gates["gate_correct"] - gates["gate_wrong"] >= CHECK["min_gate_gap"], gates
+    assert 0.4 <= gates["mixed_group_frac"] <= 0.95, gates  # groups with both outcomes are what the gate ranks

@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 
 import datasets
 import numpy as np
@@ -10,8 +11,8 @@ import pytest
 from vzero_trl.mini import world
 from vzero_trl.mini.demo import build_demo_data, build_demo_pair
 from vzero_trl.mini.measure import gate_diagnostics, within_group_auc
-from vzero_trl.mini.pretrain import PairSpec, ensure_pair, pair_dir
-from vzero_trl.mini.reproduce import _differences, _settings_record, interval
+from vzero_trl.mini.pretrain import SHIPPED_PAIRS, SHIPPED_RECORD, WORLD_PAIRS, PairSpec, ensure_pair, pair_dir
+from vzero_trl.mini.stats import interval
 from vzero_trl.mini.world import (
     CELL,
     FEATURES,
@@ -78,9 +79,10 @@ def test_dataset_has_the_trainers_schema():
 
 def test_reference_answers_parse_back_to_their_letter():
     for letter in LETTERS:
-        for name in ("letter", "chain"):
+        for name in world.WORLDS:
             assert parse_answer(reference_answer(letter, name)) == letter
-    assert reference_answer("B", "chain") == "The star is green, so the answer is B."
+    assert reference_answer("B", "drift") == "The star is green, so the answer is B."
+    assert reference_answer("B", "prior") == reference_answer("B", "letter") == "The answer is B."
     assert parse_answer("The answer is") is None
     assert parse_answer("The answer is E.") is None
     assert parse_answer("The answer is A. Or B") is None
@@ -115,17 +117,6 @@ def test_interval_is_a_student_t_interval():
     assert math.isnan(interval([0.5])["ci95"]) and interval([0.5])["mean"] == 0.5
 
 
-def test_settings_differences_name_each_changed_field():
-    old = {"pair": {"seed": 0, "teacher": {"steps": 150}}, "run": {"learning_rate": 3e-4}}
-    new = {"pair": {"seed": 0, "teacher": {"steps": 200}}, "run": {"learning_rate": 1e-3}}
-    assert _differences(old, new) == ["pair.teacher.steps: 150 -> 200", "run.learning_rate: 0.0003 -> 0.001"]
-    assert _differences(old, old) == []
-    # What settings.json holds compares equal to the same settings asked again (tuples are stored as lists).
-    pairs = {"letter": PairSpec(world="letter"), "chain": PairSpec(world="chain")}
-    stored = json.loads(json.dumps(_settings_record(("letter", "chain"), pairs)))
-    assert _differences(stored, _settings_record(("letter", "chain"), pairs)) == []
-
-
 def test_demo_prompts_are_built_atomically_and_never_taken_from_another_build(tmp_path):
     data = tmp_path / "prompts"
     # What a killed build leaves behind: the temporary folder. The next build starts over instead of failing.
@@ -156,3 +147,26 @@ def test_a_pair_folder_built_with_other_settings_is_refused_before_training(tmp_
     with pytest.raises(ValueError, match="<folder>/student and <folder>/teacher"):
         build_demo_pair(tmp_path / "a" / "student", tmp_path / "b" / "teacher")
     assert pair_dir(tmp_path, PairSpec(seed=0)) != pair_dir(tmp_path, other)
+
+
+def test_the_shipped_demo_pair_is_copied_with_its_hash_checked_and_a_damaged_one_is_refused(tmp_path):
+    pair = WORLD_PAIRS["letter"]
+    shipped = pair_dir(SHIPPED_PAIRS, pair)
+    assert (shipped / SHIPPED_RECORD).is_file(), "the letter world's pair seed 0 ships with the package"
+    messages = []
+    teacher, student, record = ensure_pair(tmp_path / "pair", pair, log=messages.append)
+    assert record == json.loads((shipped / "build.json").read_text())
+    assert record["teacher"]["crop"]["accuracy"] >= 0.95  # the shipped teacher reads the crop
+    assert (student / "model.safetensors").read_bytes() == (shipped / "student" / "model.safetensors").read_bytes()
+    assert not (tmp_path / "pair" / SHIPPED_RECORD).exists() and "hash checked" in messages[0]
+    assert not list(tmp_path.glob(".*")), "no temporary folder is left behind"
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(SHIPPED_PAIRS, damaged)
+    weights = pair_dir(damaged, pair) / "teacher" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="does not match its recorded hash.*Reinstall"):
+        ensure_pair(tmp_path / "other", pair, log=None, shipped=damaged)
+    assert not (tmp_path / "other").exists()

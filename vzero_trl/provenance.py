@@ -1,4 +1,5 @@
-"""What produced a result: fingerprints of local checkpoints and data, Hub commits, and the settings that differ.
+"""What produced a result: fingerprints of local checkpoints and data, Hub commits, the machine, and the settings that
+differ.
 
 An output folder that is written over several runs (evaluation predictions, training checkpoints) records the settings
 of the run that started it. A later run into the same folder compares its own settings with that record
@@ -7,9 +8,12 @@ the differing settings named. This module computes the parts of such a record th
 """
 
 import hashlib
+import os
+import platform
 import re
 from pathlib import Path
 
+import torch
 from huggingface_hub import HfApi, constants
 from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
@@ -90,3 +94,13 @@ _UNSET = object()
 
 def _show(value: object) -> str:
     return "<unset>" if value is _UNSET else repr(value)
+
+
+def machine() -> dict:
+    """The CPU, core count, Python and torch versions that a result was measured with."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
+        cpu = names[0] if names else cpu
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}

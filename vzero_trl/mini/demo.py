@@ -3,7 +3,10 @@
 The launcher (`scripts/vzero.py` with `build_demo_assets`) builds the trained pair of the letter world
 ([`build_demo_pair`]) and the unlabelled prompts ([`build_demo_data`]), and trains with [`RecordingTrainer`], which
 trains exactly as [`VZeroTrainer`] and keeps each rollout's gate and correctness. [`demo_report`] then measures the
-student on held-out rows, prints accuracy before and after with the gate's within-group AUC, and draws `demo.png`.
+student on held-out rows, prints p(gold) and accuracy before and after with the gate's within-group AUC beside what
+the reproduction measured for the same setting over many cells (`reference.json`, from `make reproduce --full`), and
+draws `demo.png`. The demo's own numbers are one cell: on another CPU the pair and the run are other random draws, so
+a different number is expected; the reproduction's interval says how different.
 """
 
 import json
@@ -12,13 +15,15 @@ import shutil
 from pathlib import Path
 
 from .measure import evaluate_view, gate_diagnostics
-from .pretrain import PairSpec, ensure_pair
-from .reproduce import draw_gate_histogram
+from .pictures import draw_gate_histogram
+from .pretrain import WORLD_PAIRS, ensure_pair
 from .world import make_dataset, make_rows
 
 
-DEMO_PAIR = PairSpec(world="letter", seed=0)
+DEMO_PAIR = WORLD_PAIRS["letter"]
 DATA_RECORD = "vzero_demo.json"
+# The reproduction's letter-world V-Zero cells (`reproduce.demo_reference` of the committed full grid).
+REFERENCE = Path(__file__).with_name("reference.json")
 
 
 def build_demo_data(data_dir: str | Path, num_examples: int) -> None:
@@ -81,21 +86,47 @@ def demo_report(trainer, record: dict, output_dir: str | Path) -> dict:
         "gates": gates,
         "teacher": record["teacher"],
         "rollouts": len(rollouts),
+        "eval_rows": len(rows),
+        "seed": trainer.args.seed,
     }
     output_dir = Path(output_dir)
     (output_dir / "demo_results.json").write_text(json.dumps(report, indent=2))
     _draw(report, rollouts, output_dir / "demo.png")
-    print(
-        f"Held-out accuracy of the student ({len(rows)} rows, greedy): {100 * before['accuracy']:.1f}% before, "
-        f"{100 * after['accuracy']:.1f}% after; probability of the right answer {before['p_gold']:.3f} -> "
-        f"{after['p_gold']:.3f}.\n"
-        f"Gate on {len(rollouts)} training rollouts: {gates['gate_correct']:.2f} on correct ones, "
-        f"{gates['gate_wrong']:.2f} on wrong ones; within-group AUC of gate vs correctness {gates['gate_auc']:.2f} "
-        f"(0.5 = no better than chance), with no answer labels. Teacher: "
-        f"{100 * record['teacher']['crop']['accuracy']:.1f}% with the positive crop, "
-        f"{100 * record['teacher']['negative_crop']['accuracy']:.1f}% with the negative."
-    )
+    print(demo_text(report, json.loads(REFERENCE.read_text()) if REFERENCE.is_file() else None))
     return report
+
+
+def _pm(stat: dict, scale: float = 1.0, digits: int = 3, sign: str = "") -> str:
+    return f"{scale * stat['mean']:{sign}.{digits}f} ± {scale * stat['ci95']:.{digits}f}"
+
+
+def demo_text(report: dict, reference: dict | None) -> str:
+    """The demo's report as printed: its own run, then the reproduction's interval for the same setting."""
+    before, after, gates = report["before"], report["after"], report["gates"]
+    teacher = report["teacher"]
+    lines = [
+        f"This run (pair seed {DEMO_PAIR.seed}, run seed {report['seed']}), {report['eval_rows']} held-out rows: "
+        f"p(gold) {before['p_gold']:.3f} -> {after['p_gold']:.3f} ({after['p_gold'] - before['p_gold']:+.3f}); "
+        f"greedy accuracy {100 * before['accuracy']:.1f}% -> {100 * after['accuracy']:.1f}%.",
+        f"Gate on {report['rollouts']} training rollouts: {gates['gate_correct']:.2f} on correct ones, "
+        f"{gates['gate_wrong']:.2f} on wrong ones; within-group AUC of gate vs correctness {gates['gate_auc']:.2f} "
+        "(0.5 = no better than chance), with no answer labels.",
+        f"Teacher: {100 * teacher['crop']['accuracy']:.1f}% with the positive crop, "
+        f"{100 * teacher['negative_crop']['accuracy']:.1f}% with the negative.",
+    ]
+    if reference is None:
+        lines.append("No reproduction reference is installed (vzero_trl/mini/reference.json).")
+        return "\n".join(lines)
+    gain = reference["p_gold_gain"]
+    lines += [
+        f"The reproduction, same setting, {reference['cells']} cells ({reference['pairs']} trained pairs x run seeds; "
+        f"{reference['machine']['cpu']}), mean ± 95% interval: p(gold) gain {_pm(gain, sign='+')}, accuracy gain "
+        f"{_pm(reference['accuracy_gain'], 100, 1, '+')} points, gate AUC {_pm(reference['gate_auc'], digits=2)}; "
+        f"V-Zero minus plain OPD in p(gold) {_pm(reference['p_gold_vs_baseline'], sign='+')}.",
+        f"Cells spread with sd {gain['sd']:.3f} in p(gold) gain: the pair and the run are random draws that differ by "
+        "CPU, so a number off this one's mean by up to about two sd is expected on another machine.",
+    ]
+    return "\n".join(lines)
 
 
 def _draw(report: dict, rollouts: list[dict], path: Path) -> None:

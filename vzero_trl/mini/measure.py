@@ -5,6 +5,8 @@ the question, a teacher view appends the paper's Fig. 4 sentence with an evidenc
 greedily; an answer counts when it ends with `answer is X.` and `X` is the correct letter, anything else is wrong.
 """
 
+import math
+import random
 from collections.abc import Sequence
 from typing import Literal
 
@@ -13,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ..replay import TOKEN_TYPE_KEYS, tokenize
 from ..views import TEACHER_CROP_PREFIX, TEACHER_CROP_SUFFIX, student_messages, teacher_messages
-from .world import World, parse_answer, reference_answer
+from .world import LETTERS, OPTIONS, PRIOR_LETTER, TARGET, World, parse_answer, reference_answer
 
 
 View = Literal["student", "crop", "negative_crop", "random_crop"]
@@ -117,16 +119,24 @@ def format_rate(texts: Sequence[str]) -> float:
     return sum(parse_answer(text) is not None for text in texts) / len(texts)
 
 
-def evaluate_view(model, processor, rows: Sequence[dict], view: View, world: World, desc: str = "") -> dict:
-    """Greedy accuracy, answer-format rate and mean reference probability of `model` on `rows` under `view`."""
+def evaluate_view(
+    model, processor, rows: Sequence[dict], view: View, world: World, desc: str = "", greedy: bool = True
+) -> dict:
+    """
+    Mean reference probability `p_gold` and its mean log `log_p_gold` (each row's probability floored at 1e-12) of
+    `model` on `rows` under `view`; with `greedy`, also greedy `accuracy` and answer-`format` rate.
+    """
     messages = view_messages(rows, view)
     letters = [row["answer"] for row in rows]
-    texts = greedy_answers(model, processor, messages, desc=desc)
-    return {
-        "accuracy": accuracy(texts, letters),
-        "format": format_rate(texts),
-        "p_gold": sum(reference_probability(model, processor, messages, letters, world)) / len(rows),
+    probs = reference_probability(model, processor, messages, letters, world)
+    result = {
+        "p_gold": sum(probs) / len(rows),
+        "log_p_gold": sum(math.log(max(p, 1e-12)) for p in probs) / len(rows),
     }
+    if greedy:
+        texts = greedy_answers(model, processor, messages, desc=desc)
+        result |= {"accuracy": accuracy(texts, letters), "format": format_rate(texts)}
+    return result
 
 
 def within_group_auc(gates: Sequence[float], correct: Sequence[bool], groups: Sequence[int]) -> float:
@@ -165,3 +175,101 @@ def gate_diagnostics(gates: Sequence[float], correct: Sequence[bool], groups: Se
         "mixed_group_frac": sum(len(o) == 2 for o in outcomes.values()) / len(outcomes),
         "rollout_accuracy": len(right) / len(correct),
     }
+
+
+def _single_token(tokenizer, text: str) -> int:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(f"{text!r} is {len(ids)} tokens for this tokenizer; the measurements need one.")
+    return ids[0]
+
+
+@torch.no_grad()
+def option_probs(
+    model,
+    processor,
+    messages: list[list[dict]],
+    prefixes: Sequence[str],
+    options: Sequence[str],
+    batch_size: int = 100,
+) -> torch.Tensor:
+    """
+    Probability of each option as the next token after a forced answer prefix.
+
+    Args:
+        messages (`list[list[dict]]`): One conversation per row (a view of [`view_messages`]).
+        prefixes (`Sequence[str]`): The start of each row's answer, forced (for example `"The answer is"`).
+        options (`Sequence[str]`): K candidate next tokens, each one token (for example `" A"`).
+
+    Returns:
+        `torch.Tensor` of shape `(N, K)`: the model's probabilities (over the whole vocabulary) of each option.
+    """
+    model.eval()
+    tokenizer = processor.tokenizer
+    option_ids = torch.tensor([_single_token(tokenizer, option) for option in options])
+    out = []
+    for start in range(0, len(messages), batch_size):
+        ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prefixes[start : start + batch_size]]
+        inputs = encode(processor, messages[start : start + batch_size], ids).to(model.device)
+        inputs.pop("labels")
+        width = max(len(i) for i in ids)
+        last = inputs["input_ids"].shape[1] - width + torch.tensor([len(i) - 1 for i in ids])
+        logits = model(**inputs).logits[torch.arange(len(ids)), last].float()
+        out.append(logits.softmax(-1)[:, option_ids])
+    return torch.cat(out)
+
+
+def drift_condition(teacher, student, processor, rows: Sequence[dict], seed: int = 0) -> dict:
+    """
+    Whether the drift world holds the paper's condition, measured on held-out `rows`.
+
+    - The student sees the decisive step in part: at the colour position (after "The star is"), its mean probability
+      of the gold colour, how often the gold colour is its top colour, and the mean margin of its top colour over the
+      runner-up (all four are probabilities over the whole vocabulary; chance is a quarter of its colour mass).
+    - The teacher continues a drifted prefix consistently: after "The star is <wrong colour>, so the answer is" with the
+      positive crop, its probability of that colour's letter (`teacher_consistent`) and of the gold letter.
+    - The student's own rule: after the same wrong prefix, its probability of the stated colour's letter.
+    """
+    rng = random.Random(f"vzero-mini/drift-condition/{seed}")
+    colours = [f" {c}" for c in OPTIONS]
+    letters = [f" {letter}" for letter in LETTERS]
+    gold = torch.tensor([LETTERS.index(row["answer"]) for row in rows])
+    wrong = torch.tensor([rng.choice([i for i in range(len(LETTERS)) if i != g]) for g in gold.tolist()])
+    student_view = view_messages(rows, "student")
+    colour = option_probs(student, processor, student_view, [f"The {TARGET} is"] * len(rows), colours)
+    top2 = colour.topk(2, dim=-1).values
+    drifted = [f"The {TARGET} is {OPTIONS[w]}, so the answer is" for w in wrong.tolist()]
+    teacher_letter = option_probs(teacher, processor, view_messages(rows, "crop"), drifted, letters)
+    student_letter = option_probs(student, processor, student_view, drifted, letters)
+    idx = torch.arange(len(rows))
+    return {
+        "student_p_gold_colour": colour[idx, gold].mean().item(),
+        "student_colour_chance": (colour.sum(-1) / len(OPTIONS)).mean().item(),
+        "student_gold_colour_top": (colour.argmax(-1) == gold).float().mean().item(),
+        "student_colour_margin": (top2[:, 0] - top2[:, 1]).mean().item(),
+        "teacher_consistent": teacher_letter[idx, wrong].mean().item(),
+        "teacher_gold_after_wrong": teacher_letter[idx, gold].mean().item(),
+        "student_consistent": student_letter[idx, wrong].mean().item(),
+    }
+
+
+def prior_condition(teacher, student, processor, rows: Sequence[dict]) -> dict:
+    """
+    The prior world's teacher error, on held-out `rows` whose gold answer is not `PRIOR_LETTER`: after "The answer
+    is", the teacher's mean probability of the prior option and of the gold option under the positive and the negative
+    crop, and the student's (full image) for comparison.
+    """
+    rows = [row for row in rows if row["answer"] != PRIOR_LETTER]
+    letters = [f" {letter}" for letter in LETTERS]
+    gold = torch.tensor([LETTERS.index(row["answer"]) for row in rows])
+    prior, idx, prefix = LETTERS.index(PRIOR_LETTER), torch.arange(len(rows)), ["The answer is"] * len(rows)
+    result = {"rows": len(rows)}
+    for name, model, view in (
+        ("teacher_crop", teacher, "crop"),
+        ("teacher_negative", teacher, "negative_crop"),
+        ("student", student, "student"),
+    ):
+        probs = option_probs(model, processor, view_messages(rows, view), prefix, letters)
+        result[f"{name}_p_prior"] = probs[:, prior].mean().item()
+        result[f"{name}_p_gold"] = probs[idx, gold].mean().item()
+    return result

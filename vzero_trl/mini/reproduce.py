@@ -1,46 +1,52 @@
-"""The paper's Table 2 in miniature: V-Zero, no gate and random evidence, from one trained student, over seeds.
+"""The paper's Table 2 in miniature, as paired comparisons over cells: V-Zero against plain on-policy distillation.
 
-Every run starts from the same trained student and teacher of its world ([`pretrain.ensure_pair`]) and trains with the
-unmodified [`VZeroTrainer`] on fresh, unlabelled prompts of the toy world; the variants differ only in the config fields
-the paper's ablation changes. [`RecordingTrainer`] adds nothing to training: it keeps each rollout's gate and whether
-its parsed answer is correct (the answers are read only here, never by training), for the gate's diagnostics. A
-callback measures held-out greedy accuracy and the probability of the reference answer along the way.
+A **cell** is one `(pair seed, run seed)`: the pair seed draws a trained teacher and student ([`pretrain.ensure_pair`];
+on another CPU the same seed draws another pair, so pairs are part of the randomness), the run seed draws one
+distillation run (prompt order and sampling). In a cell every variant starts from the same student, with the same
+prompts and the same sampling seed, and trains with the unmodified [`VZeroTrainer`]; the variants differ only in the
+config fields of `VARIANTS`. Each variant is reported by its mean over cells and by its paired difference against
+plain on-policy distillation (`no_gate`), with 95% intervals ([`stats`]). The primary measure is p(gold), the
+held-out probability of the reference answer under teacher forcing; greedy accuracy is secondary.
 
-[`reproduce`] runs every (world, variant, seed) in parallel worker processes, one thread each, keeps each finished run
-as a JSON file (a rerun with the same settings skips it; with other settings it is refused), and writes `results.json`,
-`results.md` and three pictures.
+[`RecordingTrainer`] only records each training rollout's gate and correctness (answers are read only to measure), and
+a callback measures p(gold) every `eval_every` steps. [`pilot`] chooses each world's learning rate by a stated rule on
+pilot cells that the reported table does not use; [`reproduce`] runs the grid in parallel worker processes, keeps each
+finished run as a JSON file (a rerun with the same settings reuses it, so the grid can grow across sittings; with other
+settings it is refused) and writes `results.json`, `results.md` and the pictures.
 """
 
 import json
-import math
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForImageTextToText, PrinterCallback, TrainerCallback
+from transformers import PrinterCallback, TrainerCallback
 from transformers.utils import logging as hf_logging
 
 from ..config import VZeroConfig
 from ..processing import load_processor
+from ..provenance import machine, setting_differences
 from ..quiet import silence_unactionable_warnings
-from ..trainer import VZeroTrainer
 from .measure import evaluate_view, gate_diagnostics
-from .pretrain import PairSpec, ensure_pair, pair_dir
-from .world import WORLDS, World, make_dataset, make_rows, parse_answer
+from .pretrain import WORLD_PAIRS, PairSpec, ensure_pair, pair_dir
+from .recording import RecordingTrainer
+from .stats import interval, paired_difference
+from .world import WORLDS, World, make_dataset, make_rows
 
 
-# The paper's Table 2 variants as VZeroConfig overrides (the paper: alpha = 1, w in [0, 2]).
+# VZeroConfig overrides per variant (the paper: alpha = 1, w in [0, 2]).
 VARIANTS: dict[str, dict[str, Any]] = {
     "vzero": {"evidence_alpha": 1.0},
     "no_gate": {"evidence_alpha": 0.0},
+    # Only up-weights: the wrong rollouts keep their full correction, the right ones gain weight.
+    "wmin1": {"evidence_alpha": 1.0, "evidence_weight_min": 1.0},
     "random_evidence": {"evidence_alpha": 1.0, "crop_column": "random_crop"},
-    # Siblings (README, "Choosing a teacher source and view"); not in the default run, which fits 25 minutes.
     "self_frozen": {"evidence_alpha": 1.0, "teacher_source": "frozen"},
     "vision_opd": {
         "evidence_alpha": 0.0,
@@ -53,92 +59,72 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "loss_aggregation": "token",
     },
 }
-TABLE2_VARIANTS = ("vzero", "no_gate", "random_evidence")
+BASELINE = "no_gate"
+CORE_VARIANTS = ("vzero", "no_gate", "wmin1")  # run in every cell
+OTHER_VARIANTS = ("random_evidence", "self_frozen", "vision_opd")  # run in the cells of the first run seed
 LABELS = {
-    "vzero": "V-Zero (alpha 1)",
-    "no_gate": "No gate (alpha 0)",
+    "vzero": "V-Zero (alpha 1, w in [0, 2])",
+    "no_gate": "Plain OPD (no gate)",
+    "wmin1": "V-Zero, w_min = 1",
     "random_evidence": "Random evidence",
     "self_frozen": "V-Zero, frozen self-teacher",
     "vision_opd": "Vision-OPD (EMA, crop only, JSD top-100)",
 }
-# Two-sided 95% Student-t quantiles by degrees of freedom, for intervals over a handful of seeds.
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 
 @dataclass(frozen=True)
 class RunSettings:
-    """On-policy distillation settings shared by every variant of one world (what `make reproduce` runs)."""
+    """On-policy distillation settings shared by every variant and cell of one world."""
 
-    steps: int = 120
+    steps: int = 60
     learning_rate: float = 3e-4
     prompts_per_step: int = 16
     num_generations: int = 4
     max_completion_length: int = 16
-    eval_every: int = 40
-    num_eval_rows: int = 400
+    eval_every: int = 20
 
 
-# Chosen per world with the same budget for every variant (see the README's miniature reproduction).
+# Chosen by the pilot rule ([`choose_learning_rate`]) on pilot pairs 100 and 101 (README, "How the settings were
+# chosen"; raw pilot numbers in benchmarks/results/mini/pilot/). Steps and batch are fixed by the budget.
 WORLD_SETTINGS: dict[World, RunSettings] = {
-    "letter": RunSettings(),
-    "chain": RunSettings(max_completion_length=24),
+    "letter": RunSettings(learning_rate=1e-4),
+    "drift": RunSettings(learning_rate=1e-4, max_completion_length=24),
+    "prior": RunSettings(learning_rate=1e-3),
 }
+PILOT_PAIRS = (100, 101)
+PILOT_LEARNING_RATES = (1e-4, 3e-4, 1e-3)
 
 
 @dataclass(frozen=True)
 class Job:
     world: World
     variant: str
-    seed: int
-    settings: RunSettings
     pair: PairSpec
+    run_seed: int
+    settings: RunSettings
     teacher: str
     student: str
+    before: dict
     output_dir: str
 
 
-class RecordingTrainer(VZeroTrainer):
-    """[`VZeroTrainer`] that also keeps, per training rollout, its step, group, gate and answer correctness."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.rollouts: list[dict] = []
-
-    def _generate_and_score_completions(self, inputs):
-        output = super()._generate_and_score_completions(inputs)
-        if self.model.training:
-            texts = self.processing_class.batch_decode(output["completion_ids"], skip_special_tokens=True)
-            gates = output["evidence_weights"].tolist()
-            groups = output["group_index"].tolist()
-            step = self.state.global_step
-            for row, text, gate, group in zip(inputs, texts, gates, groups, strict=True):
-                self.rollouts.append(
-                    {
-                        "step": step,
-                        "group": step * 1000 + group,
-                        "gate": gate,
-                        "correct": parse_answer(text) == row["answer"],
-                    }
-                )
-        return output
-
-
 class HeldOutCurve(TrainerCallback):
-    """Held-out greedy accuracy and reference probability every `every` steps (and at the last step)."""
+    """Held-out p(gold) every `every` steps; at the last step also greedy accuracy."""
 
     def __init__(self, processor, rows: list[dict], world: World, every: int):
         self.processor, self.rows, self.world, self.every = processor, rows, world, every
         self.points: list[dict] = []
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
-            metrics = evaluate_view(model, self.processor, self.rows, "student", self.world)
+        last = state.global_step == state.max_steps
+        if state.global_step % self.every == 0 or last:
+            metrics = evaluate_view(model, self.processor, self.rows, "student", self.world, greedy=last)
             self.points.append({"step": state.global_step, **metrics})
             model.train()
 
 
 def run_one(job: Job) -> dict:
-    """Train one (world, variant, seed) from the trained student; return its measurements."""
+    """Train one (world, variant, cell) from the cell's trained student; return its measurements."""
     torch.set_num_threads(1)
     silence_unactionable_warnings()
     hf_logging.set_verbosity_error()  # worker processes share one terminal: the progress bar over runs reports
@@ -146,14 +132,6 @@ def run_one(job: Job) -> dict:
     start = time.perf_counter()
     s = job.settings
     processor = load_processor(job.student, padding_side="left")
-    eval_rows = make_rows(s.num_eval_rows, seed=job.pair.seed, split="eval")
-    before = evaluate_view(
-        AutoModelForImageTextToText.from_pretrained(job.student, dtype=torch.float32),
-        processor,
-        eval_rows,
-        "student",
-        job.world,
-    )
     args = VZeroConfig(
         output_dir=job.output_dir,
         max_steps=s.steps,
@@ -163,7 +141,7 @@ def run_one(job: Job) -> dict:
         per_device_train_batch_size=s.prompts_per_step * s.num_generations,
         max_completion_length=s.max_completion_length,
         **{"loss_type": "sampled_token", "loss_aggregation": "sequence", **VARIANTS[job.variant]},
-        seed=job.seed,
+        seed=job.run_seed,
         logging_steps=10,
         save_strategy="no",
         report_to="none",
@@ -174,8 +152,9 @@ def run_one(job: Job) -> dict:
         model_init_kwargs={"dtype": "float32"},
         teacher_model_init_kwargs={"dtype": "float32"},
     )
+    eval_rows = make_rows(job.pair.num_eval_rows, seed=job.pair.seed, split="eval")
     curve = HeldOutCurve(processor, eval_rows, job.world, s.eval_every)
-    curve.points.append({"step": 0, **before})
+    curve.points.append({"step": 0, **job.before})
     trainer = RecordingTrainer(
         model=job.student,
         teacher_model=job.teacher if args.teacher_source == "external" else None,
@@ -193,299 +172,410 @@ def run_one(job: Job) -> dict:
     return {
         "world": job.world,
         "variant": job.variant,
-        "seed": job.seed,
-        "before": before,
+        "pair_seed": job.pair.seed,
+        "run_seed": job.run_seed,
+        "learning_rate": s.learning_rate,
+        "before": job.before,
         "after": curve.points[-1],
         "curve": curve.points,
         "gates": gates,
         "gate_values": {
-            "correct": [round(r["gate"], 4) for r in rollouts if r["correct"]],
-            "wrong": [round(r["gate"], 4) for r in rollouts if not r["correct"]],
+            "correct": [round(r["gate"], 3) for r in rollouts if r["correct"]],
+            "wrong": [round(r["gate"], 3) for r in rollouts if not r["correct"]],
         },
         "seconds": time.perf_counter() - start,
     }
 
 
-def interval(values: list[float]) -> dict:
-    """Mean and 95% Student-t interval half-width over seeds (`nan` half-width for one value)."""
-    values = [v for v in values if not math.isnan(v)]
-    n = len(values)
-    if n == 0:
-        return {"mean": math.nan, "ci95": math.nan, "n": 0}
-    mean = sum(values) / n
-    if n == 1:
-        return {"mean": mean, "ci95": math.nan, "n": 1}
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return {"mean": mean, "ci95": T_975.get(n - 1, 1.96) * sd / math.sqrt(n), "n": n}
+def _flat(record: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
-def summarize(runs: list[dict], pairs: dict[str, dict]) -> dict:
-    """Per world and variant: before/after accuracy and reference probability, and gate diagnostics, over seeds."""
+def world_settings(world: World, settings: RunSettings | None = None) -> dict:
+    """What a world's runs depend on besides the cell, flattened to dotted names (JSON types), for reuse checks."""
+    pair = asdict(WORLD_PAIRS[world])
+    pair.pop("seed")
+    record = {"pair": pair, "run": asdict(settings or WORLD_SETTINGS[world])}
+    return _flat(json.loads(json.dumps(record)))
+
+
+def _check_settings(output_dir: Path, worlds, requested: dict, overwrite: bool, runs_dir: str) -> None:
+    """Refuse (or with `overwrite` discard) finished runs in `output_dir/runs_dir` made with other settings."""
+    path = output_dir / runs_dir / "settings.json"
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    for world in worlds:
+        differences = setting_differences(stored.get(world, requested[world]), requested[world])
+        if differences and not overwrite:
+            raise ValueError(
+                f"{output_dir} holds {world}-world runs made with other settings ({'; '.join(differences)}). Use "
+                "another output directory, or pass --overwrite to discard them."
+            )
+        if differences:
+            for run in (output_dir / runs_dir / world).rglob("*.json"):
+                run.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**stored, **requested}, indent=2))
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+
+
+def _execute(pool, cache_dir: Path, planned: list[tuple[Path, World, str, int, int, RunSettings]], desc: str):
+    """Build the pairs that `planned` needs, then run what is not on disk yet; return every planned run."""
+    pairs = {(world, pair_seed) for _, world, _, pair_seed, _, _ in planned}
+    built = {}
+    futures = {}
+    for world, pair_seed in sorted(pairs):
+        pair = replace(WORLD_PAIRS[world], seed=pair_seed)
+        futures[pool.submit(ensure_pair, pair_dir(cache_dir, pair), pair, None)] = (world, pair_seed)
+    for future in tqdm(as_completed(futures), total=len(futures), desc="trained pairs (teacher, student)"):
+        built[futures[future]] = future.result()
+    runs, jobs = {}, {}
+    for path, world, variant, pair_seed, run_seed, settings in planned:
+        if path.is_file():
+            runs[path] = json.loads(path.read_text())
+            continue
+        teacher, student, record = built[(world, pair_seed)]
+        pair = replace(WORLD_PAIRS[world], seed=pair_seed)
+        before = record["student"]["student"]
+        job = Job(
+            world, variant, pair, run_seed, settings, str(teacher), str(student), before, str(path.with_suffix(""))
+        )
+        jobs[pool.submit(run_one, job)] = path
+    for future in tqdm(as_completed(jobs), total=len(jobs), desc=desc):
+        runs[jobs[future]] = future.result()
+        _write_json(jobs[future], runs[jobs[future]])
+    return [runs[path] for path, *_ in planned], {key: value[2] for key, value in built.items()}
+
+
+def choose_learning_rate(runs: list[dict]) -> dict:
+    """
+    The pilot rule: plain OPD's learning rate, chosen on pilot cells only, the same for every variant.
+
+    For each learning rate, the mean over pilot cells of plain OPD's held-out p(gold) at each check. Among the rates
+    whose mean rises at every check, take the one with the largest lower bound `mean gain - sd of the gain across
+    cells` at the last check (a gain that holds across cells, not a lucky one); if none rises at every check, the one
+    with the largest mean final gain.
+
+    Returns:
+        `dict`: `learning_rate` (chosen), `rising` (the rates whose mean rises at every check) and `by_rate` (per rate:
+        the mean curve, the final gains per cell, their mean and sd).
+    """
+    by_rate = {}
+    for lr in sorted({run["learning_rate"] for run in runs}):
+        chosen = [run for run in runs if run["learning_rate"] == lr]
+        curve = [
+            interval([run["curve"][i]["p_gold"] for run in chosen])["mean"] for i in range(len(chosen[0]["curve"]))
+        ]
+        gains = [run["after"]["p_gold"] - run["before"]["p_gold"] for run in chosen]
+        stat = interval(gains)
+        by_rate[lr] = {
+            "curve": curve,
+            "gains": gains,
+            "gain_mean": stat["mean"],
+            "gain_sd": 0.0 if stat["n"] < 2 else stat["sd"],
+            "rises_every_check": all(b > a for a, b in zip(curve[:-1], curve[1:], strict=True)),
+        }
+    rising = [lr for lr, entry in by_rate.items() if entry["rises_every_check"]]
+    if rising:
+        lr = max(rising, key=lambda r: by_rate[r]["gain_mean"] - by_rate[r]["gain_sd"])
+    else:
+        lr = max(by_rate, key=lambda r: by_rate[r]["gain_mean"])
+    return {"learning_rate": lr, "rising": rising, "by_rate": {str(k): v for k, v in by_rate.items()}}
+
+
+def pilot(
+    output_dir: str | Path,
+    worlds: tuple[World, ...] = WORLDS,
+    pair_seeds: tuple[int, ...] = PILOT_PAIRS,
+    learning_rates: tuple[float, ...] = PILOT_LEARNING_RATES,
+    workers: int = 2,
+    cache_dir: str | Path | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """
+    Run plain OPD on the pilot cells `(pair seed, 0)` at each learning rate and apply [`choose_learning_rate`] per
+    world. Writes `pilot.json` and `pilot.md` into `output_dir` (runs in `output_dir/pilot/`) and returns, per world,
+    the rule's result. The pilot pairs must not be reported cells.
+    """
+    output_dir = Path(output_dir)
+    cache_dir = Path(cache_dir) if cache_dir is not None else output_dir / "models"
+    requested = {
+        world: {k: v for k, v in world_settings(world).items() if k != "run.learning_rate"} for world in worlds
+    }
+    _check_settings(output_dir, worlds, requested, overwrite, "pilot")
+    planned = [
+        (
+            output_dir / "pilot" / world / f"lr{lr:g}" / f"pair{pair_seed}-seed0.json",
+            world,
+            BASELINE,
+            pair_seed,
+            0,
+            replace(WORLD_SETTINGS[world], learning_rate=lr),
+        )
+        for world in worlds
+        for lr in learning_rates
+        for pair_seed in pair_seeds
+    ]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        runs, _ = _execute(pool, cache_dir, planned, "pilot runs")
+    result = {world: choose_learning_rate([r for r in runs if r["world"] == world]) for world in worlds}
+    result["machine"] = machine()
+    (output_dir / "pilot.json").write_text(json.dumps(result, indent=2))
+    lines = ["| World | Learning rate | Mean p(gold) at each check | Gain per pilot cell | Rises at every check |"]
+    lines.append("| --- | --- | --- | --- | --- |")
+    for world in worlds:
+        for lr, e in result[world]["by_rate"].items():
+            mark = " (chosen)" if float(lr) == result[world]["learning_rate"] else ""
+            lines.append(
+                f"| {world} | {float(lr):g}{mark} | {' -> '.join(f'{100 * p:.1f}' for p in e['curve'])} | "
+                f"{', '.join(f'{100 * g:+.1f}' for g in e['gains'])} | {'yes' if e['rises_every_check'] else 'no'} |"
+            )
+    (output_dir / "pilot.md").write_text("\n".join(lines) + "\n")
+    return result
+
+
+def plan(
+    worlds: tuple[World, ...], variants: tuple[str, ...], pair_seeds: tuple[int, ...], run_seeds: tuple[int, ...]
+) -> list[tuple[World, str, int, int]]:
+    """The (world, variant, pair seed, run seed) runs of a grid: core variants in every cell, the others in the cells
+    of the first run seed."""
+    return [
+        (world, variant, pair_seed, run_seed)
+        for world in worlds
+        for pair_seed in pair_seeds
+        for run_seed in run_seeds
+        for variant in variants
+        if variant in CORE_VARIANTS or run_seed == run_seeds[0]
+    ]
+
+
+def summarize(runs: list[dict], pairs: dict[tuple[str, int], dict]) -> dict:
+    """
+    Per world: the pairs (teacher and student accuracies, the world's condition, over pair seeds) and per variant its
+    means over cells and its paired differences against `BASELINE`, for p(gold), log p(gold) and greedy accuracy.
+    """
     summary: dict[str, Any] = {}
     for world in dict.fromkeys(run["world"] for run in runs):
-        summary[world] = {"teacher": pairs[world]["teacher"], "student": pairs[world]["student"]["student"]}
-        for variant in dict.fromkeys(run["variant"] for run in runs if run["world"] == world):
-            chosen = [run for run in runs if run["world"] == world and run["variant"] == variant]
-            entry = {"seeds": [run["seed"] for run in chosen]}
-            for when in ("before", "after"):
-                for metric in ("accuracy", "p_gold", "format"):
-                    entry[f"{metric}_{when}"] = interval([run[when][metric] for run in chosen])
+        records = [record for (w, _), record in sorted(pairs.items()) if w == world]
+        entry: dict[str, Any] = {"pairs": len(records)}
+        for view in ("crop", "negative_crop", "random_crop"):
+            entry[f"teacher_{view}_accuracy"] = interval([r["teacher"][view]["accuracy"] for r in records])
+        for metric in ("accuracy", "p_gold"):
+            entry[f"student_{metric}"] = interval([r["student"]["student"][metric] for r in records])
+        if "condition" in records[0]:
+            entry["condition"] = {k: interval([r["condition"][k] for r in records]) for k in records[0]["condition"]}
+        in_world = [run for run in runs if run["world"] == world]
+        measured = {
+            variant: {(r["pair_seed"], r["run_seed"]): r for r in in_world if r["variant"] == variant}
+            for variant in dict.fromkeys(run["variant"] for run in in_world)
+        }
+        base = measured.get(BASELINE, {})
+        for variant, cells in measured.items():
+            e: dict[str, Any] = {"cells": [f"{p}/{s}" for p, s in cells]}
+            for metric in ("p_gold", "log_p_gold", "accuracy"):
+                after = {cell: run["after"][metric] for cell, run in cells.items()}
+                gain = {cell: run["after"][metric] - run["before"][metric] for cell, run in cells.items()}
+                e[metric] = interval(list(after.values()))
+                e[f"{metric}_gain"] = interval(list(gain.values()))
+                if variant != BASELINE and base:
+                    e[f"{metric}_vs_baseline"] = paired_difference(
+                        after, {cell: run["after"][metric] for cell, run in base.items()}
+                    )
             for metric in ("gate_correct", "gate_wrong", "gate_auc", "mixed_group_frac", "rollout_accuracy"):
-                entry[metric] = interval([run["gates"][metric] for run in chosen])
-            for metric, key in (("accuracy", "curve"), ("p_gold", "curve_p_gold")):
-                entry[key] = {
-                    point["step"]: interval([run["curve"][i][metric] for run in chosen])
-                    for i, point in enumerate(chosen[0]["curve"])
-                }
-            entry["minutes_per_run"] = sum(run["seconds"] for run in chosen) / len(chosen) / 60
-            summary[world][variant] = entry
+                e[metric] = interval([run["gates"][metric] for run in cells.values()])
+            e["gate_gap"] = interval(
+                [run["gates"]["gate_correct"] - run["gates"]["gate_wrong"] for run in cells.values()]
+            )
+            first = next(iter(cells.values()))
+            e["curve_p_gold"] = {
+                point["step"]: interval([run["curve"][i]["p_gold"] for run in cells.values()])["mean"]
+                for i, point in enumerate(first["curve"])
+            }
+            e["minutes_per_run"] = sum(run["seconds"] for run in cells.values()) / len(cells) / 60
+            entry[variant] = e
+        summary[world] = entry
     return summary
 
 
-def _cell(stat: dict, percent: bool = True) -> str:
-    scale = 100 if percent else 1
-    if math.isnan(stat["mean"]):
+def _pm(stat: dict, scale: float = 100, digits: int = 1, sign: bool = False) -> str:
+    if stat["n"] == 0:
         return "n/a"
-    if math.isnan(stat["ci95"]) or stat["ci95"] == 0:  # one seed, or the same value for every seed
-        return f"{scale * stat['mean']:.1f}" if percent else f"{stat['mean']:.2f}"
-    if percent:
-        return f"{scale * stat['mean']:.1f} ± {scale * stat['ci95']:.1f}"
-    return f"{stat['mean']:.2f} ± {stat['ci95']:.2f}"
+    mean = f"{scale * stat['mean']:{'+' if sign else ''}.{digits}f}"
+    return mean if stat["n"] < 2 else f"{mean} ± {scale * stat['ci95']:.{digits}f}"
 
 
 def markdown_table(summary: dict) -> str:
-    """The results as a markdown table: accuracy and p(gold) in percent, mean ± 95% interval over seeds."""
+    """
+    The paired table: per world and variant, p(gold) and greedy accuracy after training (mean ± 95% interval over
+    cells) and each one's paired difference against plain OPD (over cells, and over pairs), with the gate's AUC.
+    """
     lines = [
-        "| World | Variant | Accuracy before | Accuracy after | p(gold) before | p(gold) after | Gate, correct "
-        "rollouts | Gate, wrong rollouts | Gate AUC (within group) | Mixed groups | Seeds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| World | Variant | Cells | p(gold) after | p(gold) gain | Δ p(gold) vs plain OPD (cells) | Δ p(gold) (pairs) "
+        "| Accuracy after | Δ accuracy vs plain OPD | Gate AUC (within group) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for world, entries in summary.items():
-        for variant, e in entries.items():
-            if variant in ("teacher", "student"):
+    for world, entry in summary.items():
+        for variant in VARIANTS:
+            if variant not in entry:
                 continue
+            e = entry[variant]
+            vs = e.get("p_gold_vs_baseline")
+            acc_vs = e.get("accuracy_vs_baseline")
             gated = VARIANTS[variant]["evidence_alpha"] > 0
             lines.append(
-                f"| {world} | {LABELS[variant]} | {_cell(e['accuracy_before'])} | {_cell(e['accuracy_after'])} | "
-                f"{_cell(e['p_gold_before'])} | {_cell(e['p_gold_after'])} | "
+                f"| {world} | {LABELS[variant]} | {len(e['cells'])} | {_pm(e['p_gold'])} | "
+                f"{_pm(e['p_gold_gain'], sign=True)} | "
                 + (
-                    f"{_cell(e['gate_correct'], False)} | {_cell(e['gate_wrong'], False)} | "
-                    f"{_cell(e['gate_auc'], False)} | "
-                    if gated
-                    else "1 | 1 | n/a (no gate) | "
+                    f"{_pm(vs, sign=True)} | {_pm(vs['by_pair'], sign=True)} (n={vs['by_pair']['n']}) | "
+                    if vs
+                    else "— | — | "
                 )
-                + f"{_cell(e['mixed_group_frac'])} | {len(e['seeds'])} |"
+                + f"{_pm(e['accuracy'])} | "
+                + (f"{_pm(acc_vs, sign=True)} | " if acc_vs else "— | ")
+                + (f"{_pm(e['gate_auc'], 1, 2)} |" if gated else "n/a (no gate) |")
             )
     return "\n".join(lines) + "\n"
 
 
-def draw_pictures(summary: dict, runs: list[dict], output_dir: Path) -> list[Path]:
-    """`accuracy.png` (after accuracy per variant with 95% intervals and seeds), `curves.png` (held-out accuracy over
-    training steps) and `gates.png` (gates of correct and wrong rollouts, V-Zero, all seeds)."""
-    import matplotlib
+def pairs_table(summary: dict) -> str:
+    """The trained pairs per world, mean ± 95% interval over pair seeds: what the teacher and the student start from."""
+    lines = [
+        "| World | Pairs | Teacher, positive crop | Teacher, negative crop | Teacher, random crop | Student accuracy | "
+        "Student p(gold) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for world, e in summary.items():
+        lines.append(
+            f"| {world} | {e['pairs']} | {_pm(e['teacher_crop_accuracy'])} | {_pm(e['teacher_negative_crop_accuracy'])} "
+            f"| {_pm(e['teacher_random_crop_accuracy'])} | {_pm(e['student_accuracy'])} | {_pm(e['student_p_gold'])} |"
+        )
+    return "\n".join(lines) + "\n"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    worlds = list(summary)
-    colors = {
-        "vzero": "tab:blue",
-        "no_gate": "tab:orange",
-        "random_evidence": "tab:gray",
-        "self_frozen": "tab:purple",
-        "vision_opd": "tab:green",
+def condition_table(summary: dict) -> str:
+    """The drift and prior worlds' conditions (see `measure.drift_condition`, `measure.prior_condition`)."""
+    lines = ["| World | Measure | Mean ± 95% interval over pairs |", "| --- | --- | --- |"]
+    for world, e in summary.items():
+        for name, stat in e.get("condition", {}).items():
+            lines.append(f"| {world} | {name} | {_pm(stat, 1, 3)} |")
+    return "\n".join(lines) + "\n"
+
+
+def demo_reference(results: dict) -> dict:
+    """
+    What `make demo` prints beside its own run: the letter world's V-Zero cells of a reproduction's `results.json`
+    (the same pair settings, run settings and variant as the demo), with the machine they were measured on.
+    """
+    entry = results["summary"]["letter"]
+    vzero = entry["vzero"]
+    return {
+        "machine": results["machine"],
+        "settings": results["settings"]["letter"],
+        "cells": len(vzero["cells"]),
+        "pairs": entry["pairs"],
+        "student_p_gold": entry["student_p_gold"],
+        "student_accuracy": entry["student_accuracy"],
+        "p_gold": vzero["p_gold"],
+        "p_gold_gain": vzero["p_gold_gain"],
+        "accuracy": vzero["accuracy"],
+        "accuracy_gain": vzero["accuracy_gain"],
+        "gate_auc": vzero["gate_auc"],
+        "p_gold_vs_baseline": {k: v for k, v in vzero["p_gold_vs_baseline"].items() if k != "cells"},
+        "gate_gap": vzero["gate_gap"],
+        "learning_check": learning_check_thresholds(vzero),
     }
-    paths = []
-
-    fig, axes = plt.subplots(1, len(worlds), figsize=(5.2 * len(worlds), 4), squeeze=False)
-    for ax, world in zip(axes[0], worlds, strict=True):
-        variants = [v for v in summary[world] if v in VARIANTS]
-        for i, variant in enumerate(variants):
-            e = summary[world][variant]
-            ci = 0 if math.isnan(e["accuracy_after"]["ci95"]) else 100 * e["accuracy_after"]["ci95"]
-            ax.bar(i, 100 * e["accuracy_after"]["mean"], yerr=ci, capsize=6, color=colors[variant], alpha=0.8)
-            seeds = [100 * r["after"]["accuracy"] for r in runs if r["world"] == world and r["variant"] == variant]
-            ax.scatter([i] * len(seeds), seeds, color="black", s=12, zorder=3)
-        before = 100 * summary[world]["student"]["accuracy"]
-        ax.axhline(before, color="black", linestyle="--", linewidth=1, label=f"student before ({before:.1f})")
-        ax.axhline(25, color="red", linestyle=":", linewidth=1, label="chance (25)")
-        ax.set_xticks(range(len(variants)), [LABELS[v].replace(" (", "\n(") for v in variants])
-        ax.set_ylim(0, 100)
-        ax.set_ylabel("held-out greedy accuracy after training (%)")
-        ax.set_title(f"{world} world: mean and 95% interval over seeds")
-        ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    paths.append(output_dir / "accuracy.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(2, len(worlds), figsize=(5.2 * len(worlds), 7.5), squeeze=False)
-    for row, (key, label) in enumerate((("curve", "greedy accuracy"), ("curve_p_gold", "p(gold)"))):
-        for ax, world in zip(axes[row], worlds, strict=True):
-            for variant in [v for v in summary[world] if v in VARIANTS]:
-                curve = summary[world][variant][key]
-                steps = [int(step) for step in curve]
-                mean = [100 * curve[step]["mean"] for step in curve]
-                ci = [0 if math.isnan(curve[step]["ci95"]) else 100 * curve[step]["ci95"] for step in curve]
-                ax.plot(steps, mean, marker="o", color=colors[variant], label=LABELS[variant])
-                low = [m - c for m, c in zip(mean, ci, strict=True)]
-                high = [m + c for m, c in zip(mean, ci, strict=True)]
-                ax.fill_between(steps, low, high, color=colors[variant], alpha=0.15)
-            ax.set_ylim(0, 100)
-            ax.set_xlabel("optimizer step")
-            ax.set_ylabel(f"held-out {label} (%)")
-            ax.set_title(f"{world} world: mean and 95% interval over seeds")
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(output_dir / "curves.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, len(worlds), figsize=(5.2 * len(worlds), 3.6), squeeze=False)
-    for ax, world in zip(axes[0], worlds, strict=True):
-        chosen = [r for r in runs if r["world"] == world and r["variant"] == "vzero"]
-        right = [g for r in chosen for g in r["gate_values"]["correct"]]
-        wrong = [g for r in chosen for g in r["gate_values"]["wrong"]]
-        auc = summary[world].get("vzero", {}).get("gate_auc", {"mean": math.nan})["mean"]
-        draw_gate_histogram(ax, right, wrong, f"{world} world, V-Zero: within-group AUC {auc:.2f}")
-    fig.tight_layout()
-    paths.append(output_dir / "gates.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-    return paths
 
 
-def draw_gate_histogram(ax, correct: list[float], wrong: list[float], title: str) -> None:
-    """Densities of the gates of correct and of wrong rollouts on one matplotlib axis (gates lie in [0, 2])."""
-    bins = [i / 10 for i in range(21)]
-    ax.hist(correct, bins=bins, alpha=0.6, density=True, color="tab:green", label=f"correct ({len(correct)})")
-    ax.hist(wrong, bins=bins, alpha=0.6, density=True, color="tab:red", label=f"wrong ({len(wrong)})")
-    ax.set_xlabel("gate w of a training rollout")
-    ax.set_ylabel("density")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
+# How far below the cells' mean the learning check's thresholds sit, in standard deviations over cells.
+CHECK_SDS = 3.0
 
 
-def _settings_record(worlds, pairs: dict[str, PairSpec]) -> dict:
-    """Each world's pair and run settings, as `settings.json` stores them (JSON types: tuples become lists)."""
-    record = {world: {"pair": asdict(pairs[world]), "run": asdict(WORLD_SETTINGS[world])} for world in worlds}
-    return json.loads(json.dumps(record))
-
-
-def _differences(old: Any, new: Any, path: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        return [
-            d
-            for key in sorted(set(old) | set(new))
-            for d in _differences(old.get(key), new.get(key), f"{path}.{key}".lstrip("."))
-        ]
-    return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
+def learning_check_thresholds(entry: dict) -> dict:
+    """
+    The learning check's thresholds from the spread of one variant's cells (`summarize`'s entry): for the p(gold)
+    gain, the gate's within-group AUC and the gate gap (mean gate of correct minus wrong rollouts), the cells' mean
+    minus `CHECK_SDS` standard deviations. A run on a pair drawn by another CPU is one more cell, so it falls below
+    with a probability of about 0.1% per measure if cells are roughly normal; a broken gate or teacher falls far below.
+    """
+    return {
+        f"min_{name}": entry[name]["mean"] - CHECK_SDS * entry[name]["sd"]
+        for name in ("p_gold_gain", "gate_auc", "gate_gap")
+    }
 
 
 def reproduce(
     output_dir: str | Path,
-    worlds: tuple[World, ...] = WORLDS,
-    variants: tuple[str, ...] = TABLE2_VARIANTS,
-    seeds: tuple[int, ...] = (0, 1, 2),
+    worlds: tuple[World, ...] = ("letter",),
+    variants: tuple[str, ...] = CORE_VARIANTS,
+    pair_seeds: tuple[int, ...] = (0, 1),
+    run_seeds: tuple[int, ...] = (0,),
     workers: int = 2,
     cache_dir: str | Path | None = None,
     overwrite: bool = False,
-    pair_seed: int = 0,
 ) -> dict:
     """
-    Run the miniature reproduction and write `results.json`, `results.md`, `accuracy.png`, `curves.png` and
-    `gates.png` into `output_dir`.
+    Run the grid of cells `pair_seeds x run_seeds` and write `results.json`, `results.md` and the pictures.
 
     Args:
-        output_dir: Folder of the results; finished runs are kept in `output_dir/runs/` and reused by a rerun with the
-            same settings. A rerun whose world settings differ is refused.
-        worlds: Toy worlds to run (`letter`, `chain`).
-        variants: Keys of `VARIANTS`.
-        seeds: Training seeds per variant (sampling and data order); every seed starts from the same trained pair.
+        output_dir: Folder of the results; finished runs are kept in `output_dir/runs/<world>/pair<P>-seed<S>/` and
+            reused by a rerun with the same settings, so a grid can grow across sittings. A rerun whose world
+            settings differ is refused (or, with `overwrite`, discards them).
+        worlds: Toy worlds (`letter`, `drift`, `prior`).
+        variants: Keys of `VARIANTS`; those in `CORE_VARIANTS` run in every cell, the others in the cells of the first
+            run seed. `no_gate` is the baseline of the paired differences.
+        pair_seeds: Seeds of the trained pairs (the pilot's pairs, `PILOT_PAIRS`, are refused).
+        run_seeds: Seeds of the distillation runs.
         workers: Parallel worker processes, one CPU thread each.
         cache_dir: Where trained pairs are kept (default `output_dir/models`).
-        overwrite: Discard finished runs made with other settings instead of refusing.
-        pair_seed: Seed of the world and of the trained pair.
     """
     output_dir = Path(output_dir)
     cache_dir = Path(cache_dir) if cache_dir is not None else output_dir / "models"
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"Unknown variant(s) {unknown}; choose from {list(VARIANTS)}.")
-    pairs = {world: PairSpec(world=world, seed=pair_seed) for world in worlds}
-    record = _settings_record(worlds, pairs)
-    settings_path = output_dir / "settings.json"
-    if settings_path.is_file():
-        old = json.loads(settings_path.read_text())
-        differences = [d for world in worlds if world in old for d in _differences(old[world], record[world], world)]
-        if differences and not overwrite:
-            raise ValueError(
-                f"{output_dir} holds runs made with other settings: {'; '.join(differences)}. Use another output "
-                "directory, or pass --overwrite to discard them."
-            )
-        if differences:
-            for world in worlds:
-                for path in (output_dir / "runs" / world).glob("*.json"):
-                    path.unlink()
-        record = {**old, **record}
-    output_dir.mkdir(parents=True, exist_ok=True)
-    settings_path.write_text(json.dumps(record, indent=2))
-
-    context = get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        built = {}
-        futures = {
-            pool.submit(ensure_pair, pair_dir(cache_dir, pairs[world]), pairs[world], None): world for world in worlds
-        }
-        for future in tqdm(as_completed(futures), total=len(futures), desc="trained pairs (teacher, student)"):
-            teacher, student, pair_record = future.result()
-            built[futures[future]] = (teacher, student, pair_record)
-        for world in worlds:
-            r = built[world][2]
-            print(
-                f"{world} world: teacher accuracy {100 * r['teacher']['crop']['accuracy']:.1f}% with the positive crop, "
-                f"{100 * r['teacher']['negative_crop']['accuracy']:.1f}% with the negative; student "
-                f"{100 * r['student']['student']['accuracy']:.1f}% from the full image"
-            )
-
-        jobs, runs = [], []
-        for world in worlds:
-            for variant in variants:
-                for seed in seeds:
-                    path = output_dir / "runs" / world / f"{variant}-seed{seed}.json"
-                    if path.is_file():
-                        runs.append(json.loads(path.read_text()))
-                        continue
-                    teacher, student, _ = built[world]
-                    job = Job(
-                        world,
-                        variant,
-                        seed,
-                        WORLD_SETTINGS[world],
-                        pairs[world],
-                        str(teacher),
-                        str(student),
-                        str(output_dir / "runs" / world / f"{variant}-seed{seed}"),
-                    )
-                    jobs.append(job)
-        futures = {pool.submit(run_one, job): job for job in jobs}
-        for future in tqdm(as_completed(futures), total=len(futures), desc="distillation runs"):
-            job, run = futures[future], future.result()
-            path = output_dir / "runs" / job.world / f"{job.variant}-seed{job.seed}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(run))
-            os.replace(tmp, path)
-            runs.append(run)
-
-    order = {(w, v, s): i for i, (w, v, s) in enumerate((w, v, s) for w in worlds for v in variants for s in seeds)}
-    runs = sorted(
-        (r for r in runs if (r["world"], r["variant"], r["seed"]) in order),
-        key=lambda r: order[(r["world"], r["variant"], r["seed"])],
+    reused = sorted(set(pair_seeds) & set(PILOT_PAIRS))
+    if reused:
+        raise ValueError(f"Pair seeds {reused} chose the learning rate (the pilot); report other pair seeds.")
+    _check_settings(output_dir, worlds, {world: world_settings(world) for world in worlds}, overwrite, "runs")
+    planned = [
+        (
+            output_dir / "runs" / world / f"pair{pair_seed}-seed{run_seed}" / f"{variant}.json",
+            world,
+            variant,
+            pair_seed,
+            run_seed,
+            WORLD_SETTINGS[world],
+        )
+        for world, variant, pair_seed, run_seed in plan(worlds, variants, pair_seeds, run_seeds)
+    ]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        runs, pairs = _execute(pool, cache_dir, planned, "distillation runs")
+    summary = summarize(runs, pairs)
+    settings = {world: world_settings(world) for world in worlds}
+    results = {"machine": machine(), "settings": settings, "summary": summary}
+    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+    if "vzero" in summary.get("letter", {}) and BASELINE in summary["letter"]:
+        (output_dir / "reference.json").write_text(json.dumps(demo_reference(results), indent=2))
+    (output_dir / "results.md").write_text(
+        "Trained pairs (held-out greedy accuracy, %):\n\n"
+        + pairs_table(summary)
+        + "\nConditions:\n\n"
+        + condition_table(summary)
+        + "\nPaired table (%; mean ± 95% t-interval):\n\n"
+        + markdown_table(summary)
     )
-    summary = summarize(runs, {world: built[world][2] for world in worlds})
-    (output_dir / "results.json").write_text(json.dumps({"settings": record, "summary": summary}, indent=2))
-    table = markdown_table(summary)
-    (output_dir / "results.md").write_text(table)
+    from .pictures import draw_pictures
+
     draw_pictures(summary, runs, output_dir)
     return summary

@@ -11,11 +11,17 @@ makes it easy. The rows follow the trainer's dataset schema, with the negative c
 does not always fit beside the star in the 64-pixel downsample (a star in a central cell); the negative crop is then
 taken at full resolution, still the crop's size and away from the star.
 
-Two worlds differ only in the answer the models are taught to give:
+Three worlds share the images and differ in the answer the models give and in what the teacher was taught
+([`vzero_trl.mini.pretrain`] holds the teaching; this module the answer formats):
 
-- `letter`: `The answer is C.`: one decisive token, no room to drift;
-- `chain`: `The star is blue, so the answer is C.`: the colour comes first and the letter follows from it, so an early
-  wrong colour makes the rest of the answer locally plausible. This is the drift the paper's gate is meant to catch.
+- `letter`: `The answer is C.`: one decisive token, no room to drift; the teacher learns the gold answers.
+- `drift`: `The star is blue, so the answer is C.`: the colour comes first and the letter follows from it. The teacher
+  also learns to continue a wrong stated colour consistently (its letter follows the colour it is given), the paper's
+  "locally plausible continuation" of a drifted prefix, and the student is trained long enough to see the colour in
+  part.
+- `prior`: `The answer is C.`, but a share of the teacher's training answers name one fixed option (`PRIOR_LETTER`)
+  whatever the image shows: it reads the crop, and still puts real mass on that option under both views. These are
+  teacher errors the image does not support, the premise of the paper's contrast.
 """
 
 import random
@@ -30,14 +36,15 @@ from ..schema import dataset_features
 from ..toy.synthetic import COLORS, SHAPES, draw_shape
 
 
-World = Literal["letter", "chain"]
-WORLDS: tuple[World, ...] = ("letter", "chain")
+World = Literal["letter", "drift", "prior"]
+WORLDS: tuple[World, ...] = ("letter", "drift", "prior")
 GRID, CELL = 4, 32
 NUM_SHAPES = (2, 6)  # the star and 1-5 distractors
 BACKGROUND = 128
 TARGET = "star"
 OPTIONS = ("red", "green", "blue", "yellow")
 LETTERS = "ABCD"
+PRIOR_LETTER = "A"  # the option the prior world's teacher was taught to name whatever the image shows
 DISTRACTORS = tuple(kind for kind in SHAPES if kind != TARGET)
 QUESTION = "\n".join(
     [f"What is the color of the {TARGET} in the image?"]
@@ -117,12 +124,12 @@ def reference_answer(letter: str, world: World) -> str:
     """
     The answer the models are taught to give for the option `letter` in `world`.
 
-    >>> reference_answer("C", "letter"), reference_answer("C", "chain")
+    >>> reference_answer("C", "letter"), reference_answer("C", "drift")
     ('The answer is C.', 'The star is blue, so the answer is C.')
     """
-    if world == "letter":
+    if world in ("letter", "prior"):
         return f"The answer is {letter}."
-    if world == "chain":
+    if world == "drift":
         return f"The {TARGET} is {OPTIONS[LETTERS.index(letter)]}, so the answer is {letter}."
     raise ValueError(f"world must be one of {WORLDS}, got {world!r}.")
 
