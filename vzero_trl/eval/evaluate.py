@@ -652,8 +652,7 @@ class BenchmarkEvalCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.eval_steps != 0:
             return
-        for name, value in self.scores().items():
-            self.trainer._metrics["train"][f"benchmark/{name}"].append(value)
+        self.trainer.add_metrics({f"benchmark/{name}": value for name, value in self.scores().items()})
         control.should_log = True
 
     def scores(self) -> dict[str, float]:
