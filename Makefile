@@ -1,6 +1,7 @@
 # `make demo` and `make test` each create the virtual environment on first use: torch first (the CPU wheel, so pip does
-# not pull CUDA builds), then this package with its test extras. On a GPU machine, `make install TORCH=torch
-# EXTRAS=test,gpu` keeps the CUDA build that pip picks for the platform and adds torchvision (real Qwen3.5 processors).
+# not pull CUDA builds), then this package with its test extras. On a GPU machine, `make install EXTRAS=test,gpu` takes
+# the CUDA build of torch 2.13.0 that pip picks for the platform and adds torchvision (real Qwen3.5 processors); torch
+# stays at 2.13, the version the `vllm` extra (vLLM 0.30.0) pins.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0

@@ -6,6 +6,9 @@ full-logits forwards and hand-built messages, sharing no code with the trainer's
 
 import copy
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -27,6 +30,31 @@ def load_script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def launch_command(*flags: str, accelerate: tuple[str, ...] = ("--num_processes", "1")) -> list[str]:
+    """`accelerate launch <accelerate> scripts/vzero.py <flags>` with this Python, to run from the repository root
+    (`accelerate=("--config_file", "configs/accelerate/cpu.yaml")` launches as `make demo` does)."""
+    return [sys.executable, "-m", "accelerate.commands.launch", *accelerate, "scripts/vzero.py", *flags]
+
+
+def run_command(command: list[str], env: dict[str, str] | None = None, timeout: int = 600):
+    """
+    Run `command` from the repository root, with `env` over this process's environment, one OpenMP thread and no Hub
+    (a fake Hub's `env()` turns it back on). The test fails with the tail of the output unless it exits 0; returns the
+    `CompletedProcess`.
+    """
+    offline = dict.fromkeys(("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"), "1")
+    result = subprocess.run(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **offline, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
 
 
 # --- trainers on the tiny models --------------------------------------------------------------------------------------

@@ -4,57 +4,34 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-from helpers import load_script
-
-
-ROOT = Path(__file__).parent.parent
+from helpers import ROOT, launch_command, load_script, run_command
 
 
 def demo_command(tmp_path, max_steps):
-    return [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--num_processes",
-        "1",
-        "scripts/vzero.py",
-        "--config",
-        "configs/demo.yaml",
-        "--model_name_or_path",
-        str(tmp_path / "models" / "student"),
-        "--teacher_model_name_or_path",
-        str(tmp_path / "models" / "teacher"),
-        "--dataset_name",
-        str(tmp_path / "data"),
-        "--output_dir",
-        str(tmp_path / "run"),
-        "--demo_models",
-        "random",
-        "--demo_num_examples",
-        "16",
-        "--per_device_train_batch_size",
-        "8",
-        "--logging_steps",
-        "1",
-        "--max_steps",
-        str(max_steps),
-        "--save_steps",
-        "2",
-    ]
+    return launch_command(
+        "--config", "configs/demo.yaml",
+        "--model_name_or_path", str(tmp_path / "models" / "student"),
+        "--teacher_model_name_or_path", str(tmp_path / "models" / "teacher"),
+        "--dataset_name", str(tmp_path / "data"),
+        "--output_dir", str(tmp_path / "run"),
+        "--demo_models", "random",
+        "--demo_num_examples", "16",
+        "--per_device_train_batch_size", "8",
+        "--logging_steps", "1",
+        "--max_steps", str(max_steps),
+        "--save_steps", "2",
+    )  # fmt: skip
 
 
 def test_demo_builds_its_assets_trains_and_resumes_after_a_kill(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     run = tmp_path / "run"
     # First run: killed (the whole process group, as a crash or a preempted job would be) once checkpoint-2 is saved.
     process = subprocess.Popen(
         demo_command(tmp_path, 8),
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -70,8 +47,7 @@ def test_demo_builds_its_assets_trains_and_resumes_after_a_kill(tmp_path):
     assert (tmp_path / "models" / "student" / "model.safetensors").is_file() and (tmp_path / "data").is_dir()
 
     # Second run, same command: resumes from the last complete checkpoint and finishes with the same 8 steps.
-    result = subprocess.run(demo_command(tmp_path, 8), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = run_command(demo_command(tmp_path, 8))
     assert "Resuming from" in result.stdout + result.stderr
     state = json.loads((run / "checkpoint-8" / "trainer_state.json").read_text())
     steps = [entry["step"] for entry in state["log_history"] if "loss" in entry]

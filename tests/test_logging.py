@@ -2,29 +2,21 @@
 
 Run in a subprocess: both libraries read their storage locations from the environment when they are imported."""
 
-import os
+import json
 import sqlite3
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from helpers import ROOT, launch_command, run_command
 
 from vzero_trl.toy.synthetic import make_dataset
 from vzero_trl.toy.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
 
 
-ROOT = Path(__file__).parent.parent
-
-
 def test_trackio_and_wandb_offline_get_metrics_and_the_completions_table(tmp_path):
     make_dataset(8, seed=1).save_to_disk(tmp_path / "data")
     env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
         "WANDB_MODE": "offline",
         "WANDB_DIR": str(tmp_path),
         "WANDB_SILENT": "true",
@@ -39,6 +31,7 @@ def test_trackio_and_wandb_offline_get_metrics_and_the_completions_table(tmp_pat
         output_dir=str(tmp_path / "run"),
         per_device_train_batch_size=4,
         max_steps=2,
+        logging_steps=1,  # each step's metrics logged alone, to compare with that step's completions table
         save_strategy="no",
         report_to=["trackio", "wandb"],  # a list: from the command line `report_to` takes one value
         project="vzero-tests",
@@ -47,18 +40,10 @@ def test_trackio_and_wandb_offline_get_metrics_and_the_completions_table(tmp_pat
         num_completions_to_print=2,
     )
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        "configs/accelerate/cpu.yaml",
-        "scripts/vzero.py",
-        "--config",
-        str(tmp_path / "recipe.yaml"),
-    ]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    command = launch_command(
+        "--config", str(tmp_path / "recipe.yaml"), accelerate=("--config_file", "configs/accelerate/cpu.yaml")
+    )  # fmt: skip
+    result = run_command(command, env)
     # No noise a user cannot act on: accelerate's launch defaults, TRL's deprecated-attribute FutureWarning, and
     # advice to install CUDA kernels on a CPU.
     output = result.stdout + result.stderr
@@ -79,11 +64,23 @@ def test_trackio_and_wandb_offline_get_metrics_and_the_completions_table(tmp_pat
     (run,) = (tmp_path / "wandb").glob("offline-run-*")
     assert list(run.glob("*.wandb")) and any("completions" in p.name for p in run.rglob("*.table.json"))
 
-    # trackio: the local database holds the evidence metrics.
+    # trackio: the local database holds each step's metrics, and step 2's gate metrics are those of the rollouts in
+    # step 2's completions table (the same batch, one process).
     (database,) = (tmp_path / "trackio").glob("vzero-tests*.db")
-    rows = sqlite3.connect(database).execute("SELECT metrics FROM metrics").fetchall()
-    logged = " ".join(bytes(metrics).decode() for (metrics,) in rows)  # JSON, stored as a blob
-    assert "evidence/weight_mean" in logged and "distillation/reverse_kl" in logged
+    logged = {}
+    for (metrics,) in sqlite3.connect(database).execute("SELECT metrics FROM metrics ORDER BY id"):
+        metrics = {key.removeprefix("train/"): value for key, value in json.loads(metrics).items()}  # a JSON blob
+        if "loss" in metrics:
+            logged[metrics["global_step"]] = metrics
+    assert sorted(logged) == [1, 2]
+    assert {"evidence/weight_mean", "evidence/score_std", "distillation/reverse_kl"} <= logged[1].keys()
+    gates, scores = table["gate"], table["evidence_score"]
+    assert logged[2]["evidence/weight_min"] == pytest.approx(gates.min(), rel=1e-5)
+    assert logged[2]["evidence/weight_max"] == pytest.approx(gates.max(), rel=1e-5)
+    assert logged[2]["evidence/weight_mean"] == pytest.approx(gates.mean(), rel=1e-5)
+    assert logged[2]["evidence/score_mean"] == pytest.approx(scores.mean(), rel=1e-5, abs=1e-7)
+    assert logged[2]["evidence/score_std"] == pytest.approx(scores.std(ddof=0), rel=1e-5, abs=1e-7)
+    assert gates.max() > gates.min()  # the comparison means something only if the gates differ
 
 
 pytestmark = pytest.mark.filterwarnings("ignore")

@@ -1,70 +1,37 @@
 """Publishing a trained V-Zero model: the launcher pushes model, processor, card and checkpoints to a Hub-compatible
 server (loopback, real clients), and what it pushed loads back."""
 
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import torch
+from helpers import launch_command, run_command
 from safetensors.torch import load_file
 
 from vzero_trl.toy.synthetic import make_dataset
 from vzero_trl.toy.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
 
 
-ROOT = Path(__file__).parent.parent
-
-
-def run(hub, home, command):
-    env = {**os.environ, **hub.env(home), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
-
-
 def launch(hub, tmp_path, *extra):
     student = ensure_tiny_vlm(tmp_path / "student", **TINY_STUDENT)
     teacher = ensure_tiny_vlm(tmp_path / "teacher", **TINY_TEACHER)
     make_dataset(8).save_to_disk(tmp_path / "data")
-    return run(
-        hub,
-        tmp_path / "home",
-        [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--num_processes",
-            "1",
-            "scripts/vzero.py",
-            "--config",
-            "configs/demo.yaml",
-            "--build_demo_assets",
-            "false",
-            "--model_name_or_path",
-            str(student),
-            "--teacher_model_name_or_path",
-            str(teacher),
-            "--dataset_name",
-            str(tmp_path / "data"),
-            "--output_dir",
-            str(tmp_path / "run"),
-            "--max_steps",
-            "4",
-            "--save_steps",
-            "2",
-            "--per_device_train_batch_size",
-            "8",
-            "--max_completion_length",
-            "16",
-            "--logging_steps",
-            "1",
-            "--push_to_hub",
-            "--report_to",
-            "none",
-            *extra,
-        ],
-    )
+    command = launch_command(
+        "--config", "configs/demo.yaml",
+        "--build_demo_assets", "false",
+        "--model_name_or_path", str(student),
+        "--teacher_model_name_or_path", str(teacher),
+        "--dataset_name", str(tmp_path / "data"),
+        "--output_dir", str(tmp_path / "run"),
+        "--max_steps", "4",
+        "--save_steps", "2",
+        "--per_device_train_batch_size", "8",
+        "--max_completion_length", "16",
+        "--logging_steps", "1",
+        "--push_to_hub",
+        "--report_to", "none",
+        *extra,
+    )  # fmt: skip
+    return run_command(command, hub.env(tmp_path / "home"))
 
 
 def test_push_final_model_and_checkpoints_then_load_them_back(fake_hub, tmp_path):
@@ -89,9 +56,7 @@ def test_push_final_model_and_checkpoints_then_load_them_back(fake_hub, tmp_path
     assert b'"global_step": 4' in stored["last-checkpoint/trainer_state.json"]
 
     dump = tmp_path / "pulled.pt"
-    run(
-        fake_hub,
-        tmp_path / "home2",
+    run_command(
         [
             sys.executable,
             "-c",
@@ -104,6 +69,7 @@ def test_push_final_model_and_checkpoints_then_load_them_back(fake_hub, tmp_path
                 f"torch.save(model.state_dict(), {str(dump)!r})\n"
             ),
         ],
+        fake_hub.env(tmp_path / "home2"),
     )
     pulled = torch.load(dump)
     local = load_file(tmp_path / "run" / "model.safetensors")
@@ -133,9 +99,7 @@ def test_push_a_lora_adapter_and_load_it_back(fake_hub, tmp_path):
     assert "**V-Zero**" in stored["README.md"].decode()
 
     dump = tmp_path / "adapter.pt"
-    run(
-        fake_hub,
-        tmp_path / "home2",
+    run_command(
         [
             sys.executable,
             "-c",
@@ -148,6 +112,7 @@ def test_push_a_lora_adapter_and_load_it_back(fake_hub, tmp_path):
                 f"torch.save({{k: v for k, v in model.state_dict().items() if 'lora_' in k}}, {str(dump)!r})\n"
             ),
         ],
+        fake_hub.env(tmp_path / "home2"),
     )
     pulled = torch.load(dump)
     local = load_file(tmp_path / "run" / "adapter_model.safetensors")

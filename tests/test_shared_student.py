@@ -1,7 +1,7 @@
 """The student's shared-prefix training forward equals the per-sequence one: hidden states, loss, gradients, training steps."""
 
+import ast
 import inspect
-import textwrap
 
 import pytest
 import torch
@@ -39,8 +39,15 @@ def float64_delta_rule(monkeypatch):
     Transformers' reference Gated-DeltaNet kernel casts to float32 whatever the model's dtype; this swaps in a copy that
     computes in float64, so that the comparison below measures the method and not the kernel's rounding.
     """
-    source = textwrap.dedent(inspect.getsource(qwen3_5.torch_chunk_gated_delta_rule))
-    source = "\n".join(line for line in source.splitlines() if not line.startswith("@"))  # drop the hub decorator
+    # Read from the module's source: from transformers 5.25 the hub decorator turns the function into an `nn.Module`,
+    # which `inspect.getsource` cannot read.
+    (function,) = [
+        node
+        for node in ast.parse(inspect.getsource(qwen3_5)).body
+        if isinstance(node, ast.FunctionDef) and node.name == "torch_chunk_gated_delta_rule"
+    ]
+    function.decorator_list = []  # drop the hub decorator
+    source = ast.unparse(function)
     assert "torch.float32" in source
     namespace = {}
     exec(source.replace("torch.float32", "torch.float64"), vars(qwen3_5), namespace)

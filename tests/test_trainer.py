@@ -47,6 +47,37 @@ def dataset():
     return make_dataset(16, seed=0)
 
 
+# --- references -------------------------------------------------------------------------------------------------------
+
+
+def reference_teacher_logps(tiny_models, rows, batch, crop_column):
+    """`(B, T)` teacher log-probs of each row's completion, each row scored alone with full logits, zero-padded."""
+    teacher, processor = load(tiny_models[1])
+    logps = torch.zeros_like(batch["teacher_logps"])
+    for i, (row, completion) in enumerate(zip(rows, completions_of(batch), strict=True)):
+        logps[i, : len(completion)] = torch.tensor(
+            reference_logps(teacher, processor, teacher_view(row, crop_column), completion)
+        )
+    return logps
+
+
+def reference_gated_divergence(tiny_models, rows, batch, divergence):
+    """The gated full-distribution loss from its definition: each rollout's mean over its tokens of
+    `divergence(student_logps, teacher_logps)` (two `(V,)` log-distributions of one position, each row alone), times
+    its gate, averaged over rollouts."""
+    student, s_proc = load(tiny_models[0])
+    teacher, t_proc = load(tiny_models[1])
+    total = 0.0
+    for i, (row, completion) in enumerate(zip(rows, completions_of(batch), strict=True)):
+        values = []
+        for k in range(len(completion)):
+            p_s = full_distribution(student, s_proc, student_view(row), completion[:k])
+            p_t = full_distribution(teacher, t_proc, teacher_view(row, "crop"), completion[:k])
+            values.append(divergence(p_s, p_t))
+        total += batch["evidence_weights"][i].item() * sum(values) / len(values)
+    return total / len(rows)
+
+
 # --- teacher replay ---------------------------------------------------------------------------------------------------
 
 
@@ -111,15 +142,7 @@ def test_two_questions_about_one_image_are_replayed_with_their_own_prompts(
     questions = [row["prompt"][0]["content"] for row in rows]
     assert questions[0] == questions[1] != questions[2] == questions[3]  # the two prompts, each G = 2 times
 
-    teacher, processor = load(tiny_models[1])
-    completions = completions_of(batch)
-    pos = torch.zeros_like(batch["teacher_logps"])
-    neg = torch.zeros_like(batch["teacher_logps"])
-    for i, row in enumerate(rows):
-        expected = reference_logps(teacher, processor, teacher_view(row, "crop"), completions[i])
-        pos[i, : len(completions[i])] = torch.tensor(expected)
-        expected = reference_logps(teacher, processor, teacher_view(row, "negative_crop"), completions[i])
-        neg[i, : len(completions[i])] = torch.tensor(expected)
+    pos, neg = (reference_teacher_logps(tiny_models, rows, batch, column) for column in ("crop", "negative_crop"))
     torch.testing.assert_close(batch["teacher_logps"], pos, atol=1e-5, rtol=0)
     # the gates, from both views (tolerance as in `test_gates_follow_the_paper_from_both_views`)
     expected = evidence_weights(evidence_scores(pos, neg, batch["completion_mask"]), num_generations=2)
@@ -152,17 +175,7 @@ def test_gates_follow_the_paper_from_both_views(tiny_models, tmp_path, dataset):
     trainer = make_trainer(tiny_models, tmp_path, dataset, num_generations=4, per_device_train_batch_size=8)
     rows = [dataset[2]] * 4 + [dataset[3]] * 4
     batch = generation_batch(trainer, rows)
-    teacher, processor = load(tiny_models[1])
-    completions = completions_of(batch)
-    pos = torch.zeros_like(batch["teacher_logps"])
-    neg = torch.zeros_like(batch["teacher_logps"])
-    for i, row in enumerate(rows):
-        pos[i, : len(completions[i])] = torch.tensor(
-            reference_logps(teacher, processor, teacher_view(row, "crop"), completions[i])
-        )
-        neg[i, : len(completions[i])] = torch.tensor(
-            reference_logps(teacher, processor, teacher_view(row, "negative_crop"), completions[i])
-        )
+    pos, neg = (reference_teacher_logps(tiny_models, rows, batch, column) for column in ("crop", "negative_crop"))
     expected = evidence_weights(evidence_scores(pos, neg, batch["completion_mask"]), num_generations=4)
     # The random teacher's gaps are ~1e-3, so standardising turns the 1e-6 log-prob noise of batched vs single-row
     # scoring into ~5e-4 on the weights; a wrong rule (sample std, wrong groups, wrong alpha) moves them by > 0.05.
@@ -236,17 +249,10 @@ def test_full_reverse_kl_matches_eq_22(tiny_models, tmp_path, dataset):
     batch["evidence_weights"] = torch.tensor([2.0, 0.0, 1.0, 0.25])
     loss = trainer.compute_loss(trainer.model, batch)
 
-    student, s_proc = load(tiny_models[0])
-    teacher, t_proc = load(tiny_models[1])
-    expected = 0.0
-    for i, (row, completion) in enumerate(zip(rows, completions_of(batch), strict=True)):
-        kls = []
-        for k in range(len(completion)):
-            p_s = full_distribution(student, s_proc, student_view(row), completion[:k])
-            p_t = full_distribution(teacher, t_proc, teacher_view(row, "crop"), completion[:k])
-            kls.append((p_s.exp() * (p_s - p_t)).sum().item())  # eq. 21
-        expected += batch["evidence_weights"][i].item() * sum(kls) / len(kls)
-    assert loss.item() == pytest.approx(expected / len(rows), abs=1e-5)
+    def reverse_kl(p_s, p_t):  # eq. 21
+        return (p_s.exp() * (p_s - p_t)).sum().item()
+
+    assert loss.item() == pytest.approx(reference_gated_divergence(tiny_models, rows, batch, reverse_kl), abs=1e-5)
 
     trainer.train()
     kls = [entry["distillation/reverse_kl"] for entry in trainer.state.log_history if "loss" in entry]
@@ -263,20 +269,13 @@ def test_gated_top_k_jsd_matches_its_definition(tiny_models, tmp_path, dataset):
     batch["evidence_weights"] = torch.tensor([0.5, 2.0, 0.0, 1.0])
     loss = trainer.compute_loss(trainer.model, batch)
 
-    student, s_proc = load(tiny_models[0])
-    teacher, t_proc = load(tiny_models[1])
-    expected = 0.0
-    for i, (row, completion) in enumerate(zip(rows, completions_of(batch), strict=True)):
-        values = []
-        for k in range(len(completion)):
-            p_s = full_distribution(student, s_proc, student_view(row), completion[:k])
-            p_t = full_distribution(teacher, t_proc, teacher_view(row, "crop"), completion[:k])
-            top = p_t.topk(50).indices
-            s, t = p_s[top].softmax(-1), p_t[top].softmax(-1)  # renormalised over the teacher's top 50
-            m = 0.5 * s + 0.5 * t
-            values.append((0.5 * (t * (t / m).log()).sum() + 0.5 * (s * (s / m).log()).sum()).item())
-        expected += batch["evidence_weights"][i].item() * sum(values) / len(values)
-    assert loss.item() == pytest.approx(expected / len(rows), abs=1e-5)
+    def top_k_jsd(p_s, p_t):
+        top = p_t.topk(50).indices
+        s, t = p_s[top].softmax(-1), p_t[top].softmax(-1)  # renormalised over the teacher's top 50
+        m = 0.5 * s + 0.5 * t
+        return (0.5 * (t * (t / m).log()).sum() + 0.5 * (s * (s / m).log()).sum()).item()
+
+    assert loss.item() == pytest.approx(reference_gated_divergence(tiny_models, rows, batch, top_k_jsd), abs=1e-5)
 
     trainer.train()
     entry = next(entry for entry in trainer.state.log_history if "loss" in entry)

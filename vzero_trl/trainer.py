@@ -501,6 +501,11 @@ class VZeroTrainer(DistillationTrainer):
         )
         card.save(os.path.join(self.args.output_dir, "README.md"))
 
+    def add_metrics(self, metrics: dict[str, float], mode: str = "train") -> None:
+        """Values averaged into the next log with the trainer's own metrics (callbacks such as the benchmark one)."""
+        for name, value in metrics.items():
+            self._metrics[mode][name].append(value)
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         # `trl.DistillationTrainer.log` (TRL 1.16) writes a completions table without gates; write ours instead.
         log_completions, self.log_completions = self.log_completions, False

@@ -40,6 +40,10 @@ PAPER_ROWS = {
 # The "Perc. Avg" of the paper's ablations: V*, HR-Bench 4K and 8K, ZoomBench.
 PERCEPTION_BENCHMARKS = BENCHMARKS[:4]
 
+# The columns of Table 1 as `table_row` keys them, and their headers (also the benchmarks' names on the Hub).
+COLUMNS = (*BENCHMARKS, "perception_avg", "avg")
+HEADERS = ("VStar", "HR-4K", "HR-8K", "ZoomBench", "MME-RW", "MMStar", "Perc. Avg", "Avg")
+
 _THINK_BLOCK = re.compile(r"<think>.*?</think>", re.IGNORECASE | re.DOTALL)
 _ANSWER_OPEN = re.compile(r"<\s*answer\s*>", re.IGNORECASE)
 _ANSWER_CLOSE = re.compile(r"<\s*/\s*answer\s*>", re.IGNORECASE)

@@ -17,7 +17,9 @@ uninterrupted run. `run.json` records what the predictions come from (the model'
 generation and pixel settings, each benchmark's data): a rerun with anything else in the same `output_dir` is refused,
 naming the differences. A benchmark row that cannot be asked (a corrupt image, a missing field) is recorded as an error
 with its benchmark and id, left out of the score and counted in the report. `summary.json` holds every score and
-`report.md` the Table 1 layout beside the paper's rows.
+`report.md` the Table 1 layout beside the paper's rows. With `--push_to_hub --hub_model_id <repo>`, the scores are
+published to that model repository as `.eval_results/` files and the card's `model-index`
+([`~vzero_trl.eval.hub_results`]).
 """
 
 import hashlib
@@ -27,6 +29,7 @@ import random
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -37,7 +40,8 @@ from transformers import LogitsProcessor, TrainerCallback
 from ..card import hub_id
 from ..images import BadImage
 from ..provenance import NOT_MODEL_FILES, fingerprint, hub_commit, setting_differences
-from .answers import PAPER_ROWS, ZWZ_SYSTEM_PROMPT, aggregate, score_item, table_row
+from .answers import COLUMNS, HEADERS, PAPER_ROWS, ZWZ_SYSTEM_PROMPT, aggregate, score_item, table_row
+from .hub_results import check_results_repo, push_eval_results
 from .tasks import BENCHMARKS, DATASETS, EvalItem, is_local_source, load_benchmark, read_benchmark
 
 
@@ -113,6 +117,14 @@ class EvaluateConfig:
         judge_model (`str`, *optional*):
             A text model that judges ZoomBench's open-ended answers the deterministic normaliser does not accept (the
             paper's ZwZ protocol uses Qwen3-30B-A3B-Instruct-2507). Without it those count as wrong.
+        push_to_hub (`bool`, *optional*, defaults to `False`):
+            Publish the scores to the model repository `hub_model_id`: one `.eval_results/<benchmark>_<protocol>.yaml`
+            per benchmark and the card's `model-index` ([`~vzero_trl.eval.hub_results`]). Checked before evaluating:
+            the repository must exist and hold the evaluated weights. Not with `limit` (a partial run's scores would be
+            shown as the model's).
+        hub_model_id (`str`, *optional*):
+            The model repository (`owner/name`) the scores are published to: where the evaluated folder was pushed, or
+            `model` itself for a Hub model.
     """
 
     model: str = field(metadata={"help": "Checkpoint: local folder or Hub id."})
@@ -135,6 +147,8 @@ class EvaluateConfig:
     tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM tensor parallel size."})
     gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vLLM GPU memory fraction."})
     judge_model: str | None = field(default=None, metadata={"help": "Judge for open-ended answers."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Publish the scores to the repo hub_model_id."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Model repo (owner/name) to publish to."})
 
     def __post_init__(self):
         unknown = [name for name in self.benchmarks if name not in BENCHMARKS]
@@ -151,6 +165,22 @@ class EvaluateConfig:
             raise ValueError("`batch_size` and `limit` must be >= 1.")
         if self.revision is not None and Path(self.model).expanduser().exists():
             raise ValueError(f"`revision` ({self.revision!r}) is for Hub models; {self.model} is a local folder.")
+        if self.push_to_hub:
+            if not (self.hub_model_id and hub_id(self.hub_model_id)):
+                raise ValueError(
+                    f"`push_to_hub` needs `hub_model_id`, the model repository (owner/name) to publish the scores to; "
+                    f"got {self.hub_model_id!r}."
+                )
+            if self.limit is not None:
+                raise ValueError(
+                    f"`push_to_hub` with `limit` ({self.limit}) would publish the score of the first {self.limit} "
+                    "items as the model's: evaluate every item to publish, or drop `--push_to_hub`."
+                )
+            if not Path(self.model).expanduser().exists() and self.hub_model_id != self.model:
+                raise ValueError(
+                    f"The scores of the Hub model {self.model!r} belong to its own repository: `hub_model_id` must be "
+                    f"{self.model!r}, got {self.hub_model_id!r}."
+                )
 
     def source(self, benchmark: str) -> str | None:
         """Where a benchmark is read from: an explicit source, a local copy in `data_dir`, or its Hub default."""
@@ -411,13 +441,15 @@ def evaluate(
 
     Args:
         config ([`EvaluateConfig`]):
-            The run's settings.
+            The run's settings; with `push_to_hub`, the scores are also published to `hub_model_id`.
         generator (`Callable`, *optional*):
             `(items, seed) -> responses`; built from `config.backend` when `None`.
         judge (`Callable`, *optional*):
             `(question, reference, prediction) -> bool` for open-ended answers; built from `config.judge_model`.
     """
     record = run_record(config)
+    if config.push_to_hub:
+        check_results_repo(config.hub_model_id, config.model)
     if not Path(config.model).expanduser().is_dir():  # load exactly the commit the predictions are recorded under
         config = replace(config, revision=record["model_fingerprint"])
     check_output_dir(config, record)
@@ -461,6 +493,7 @@ def evaluate(
                 bar.update(len(batch))
 
     summary = {"model": config.model, "protocol": config.protocol, "limit": config.limit, "benchmarks": {}}
+    summary["date"] = datetime.now(UTC).isoformat(timespec="seconds")  # when these scores were computed
     for name, (benchmark_items, rows) in loaded.items():
         ids = [item.id for item in benchmark_items] + [row["id"] for row in rows]
         records = [done[(name, item_id)] for item_id in ids]
@@ -471,6 +504,9 @@ def evaluate(
     summary["settings"] = asdict(config)
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (output_dir / "report.md").write_text(report(summary))
+    if config.push_to_hub:  # after writing the scores: a failed push keeps them, and a rerun pushes again
+        summary["hub_commit"] = push_eval_results(summary, {**recorded, **record}, config.hub_model_id).commit_url
+        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -490,10 +526,6 @@ def _append(path: Path, done: dict, records: list[dict]) -> None:
         for record in records:
             done.setdefault((record["benchmark"], record["id"]), record)
             file.write(json.dumps(record) + "\n")
-
-
-COLUMNS = (*BENCHMARKS, "perception_avg", "avg")
-HEADERS = ("VStar", "HR-4K", "HR-8K", "ZoomBench", "MME-RW", "MMStar", "Perc. Avg", "Avg")
 
 
 def report(summary: dict) -> str:
@@ -620,8 +652,7 @@ class BenchmarkEvalCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.eval_steps != 0:
             return
-        for name, value in self.scores().items():
-            self.trainer._metrics["train"][f"benchmark/{name}"].append(value)
+        self.trainer.add_metrics({f"benchmark/{name}": value for name, value in self.scores().items()})
         control.should_log = True
 
     def scores(self) -> dict[str, float]:
