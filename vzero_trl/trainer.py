@@ -505,11 +505,11 @@ class VZeroTrainer(DistillationTrainer):
             return
         tags = {tags} if isinstance(tags, str) else set(tags or [])
         base_model = get_config_model_id(self.model.config)
-        external = self.args.teacher_source == "external"
+        external = self.args.teacher_source == "external" and self._served_teacher is None
         teacher_id = (
             get_config_model_id(self.accelerator.unwrap_model(self.teacher_model).config) if external else None
         )
-        if self._served_teacher is not None:
+        if self._served_teacher is not None:  # the served model's name
             teacher_id = self._served_teacher.model
         card = build_model_card(
             args=self.args,
