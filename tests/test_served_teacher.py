@@ -277,3 +277,13 @@ def test_a_local_teacher_and_a_served_one_are_exclusive(tiny_models, tmp_path, d
         config().teacher_server_urls == ["http://10.0.0.2:8000"]
         and config(teacher_server_urls=[]).teacher_server_urls is None
     )
+
+
+def test_the_launcher_trains_with_a_served_teacher_from_the_command_line(launch, tmp_path, server):
+    # `teacher_model_name_or_path` names the served model: nothing is loaded from it.
+    trainer = launch(
+        tmp_path / "run", "--teacher_server_urls", server.url, "--teacher_model_name_or_path", "tiny-teacher"
+    )
+    assert trainer.state.global_step == 2 and trainer.teacher_model is None
+    assert server.calls[GENERATE] == 4 + 2 * 2 * 4  # the start checks, then 2 steps of 4 rollouts x 2 views
+    assert "tiny-teacher" in (tmp_path / "run" / "README.md").read_text()
