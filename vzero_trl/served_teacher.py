@@ -40,7 +40,12 @@ SERVE_HINT = "vllm serve <teacher> --enable-scale-out --logprobs-mode raw_logpro
 
 
 class TeacherServerError(RuntimeError):
-    """A teacher server that cannot be used: refused at start, or out of retries during training."""
+    """A teacher server that cannot be used: refused at start, or out of retries during training. `status` is the HTTP
+    status of a refused request (`None` otherwise)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 def image_url(image: Image.Image) -> str:
@@ -170,7 +175,9 @@ class ServedTeacher:
                     return response.json() if response.content else {}
                 error = f"HTTP {response.status_code}: {response.text[:500]}"
                 if response.status_code < 500:
-                    raise TeacherServerError(f"The teacher server at {url} refused {path} ({error}).")
+                    raise TeacherServerError(
+                        f"The teacher server at {url} refused {path} ({error}).", response.status_code
+                    )
             if attempt < retries:
                 time.sleep(self.backoff * 2**attempt)
         raise TeacherServerError(
@@ -184,7 +191,7 @@ class ServedTeacher:
         try:
             rendered = self.request(url, RENDER, body)
         except TeacherServerError as exc:
-            if "HTTP 404" in str(exc) and "does not exist" not in str(exc):
+            if exc.status == 404 and "does not exist" not in str(exc):  # vLLM's 404 for an unknown model says so
                 raise TeacherServerError(
                     f"The teacher server at {url} does not serve {RENDER}. Start it with `{SERVE_HINT}` "
                     "(vLLM >= 0.30)."
@@ -254,9 +261,9 @@ class ServedTeacher:
                 futures.append(
                     (v, row, self._pool.submit(self.prompt_logps, url, token_ids, features, len(prompt_ids)))
                 )
-        results = []
-        for _ in prompts:
-            results.append(torch.zeros(completion_ids.shape, dtype=torch.float32, device=completion_ids.device))
+        results = [
+            torch.zeros(completion_ids.shape, dtype=torch.float32, device=completion_ids.device) for _ in prompts
+        ]
         for v, row, future in futures:
             logps = future.result()
             results[v][row, : len(logps)] = torch.tensor(logps, dtype=torch.float32)

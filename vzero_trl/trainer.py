@@ -70,7 +70,8 @@ class VZeroTrainer(DistillationTrainer):
     Differences from [`~trl.DistillationTrainer`]:
 
     - samplers and loaders repeat each prompt `num_generations` times, contiguously (train and eval);
-    - `_generate_and_score_completions` also replays the rollouts under both teacher views ([`vzero_trl.replay`])
+    - `_generate_and_score_completions` also replays the rollouts under both teacher views ([`vzero_trl.replay`], or
+      on the teacher's vLLM servers with [`vzero_trl.served_teacher`])
       and computes the gates once per generation batch, over whole groups gathered from all processes; each row's
       group comes from the sampler's layout once ([`vzero_trl.gating.rollout_groups`]) and travels with the row
       (`group_index`);
@@ -91,8 +92,9 @@ class VZeroTrainer(DistillationTrainer):
         teacher_model (`str` or [`~transformers.PreTrainedModel`], *optional*):
             Vision-language teacher sharing the student's vocabulary and processor (e.g. a larger model of the same
             family). Loaded with `args.teacher_model_init_kwargs` when given as a string. Required with
-            `args.teacher_source="external"` (the default); must be `None` with a self-teacher (`"frozen"`, `"ema"`),
-            which is built from the student ([`vzero_trl.teachers`]).
+            `args.teacher_source="external"` (the default) unless `args.teacher_server_urls` serves it
+            ([`vzero_trl.served_teacher`]); must be `None` with a served teacher or a self-teacher (`"frozen"`,
+            `"ema"`), which is built from the student ([`vzero_trl.teachers`]).
         args ([`VZeroConfig`], *optional*):
             Configuration. Defaults to `VZeroConfig("<model name>-VZero")`.
         train_dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
