@@ -13,6 +13,11 @@ The paper's recipe on 8 GPUs (Qwen3.5-4B student, Qwen3.5-27B teacher; build the
     accelerate launch --config_file configs/accelerate/zero3.yaml scripts/vzero.py \
         --config configs/qwen3.5-4b/vzero_paper.yaml
 
+The same with the 27B teacher served by vLLM on other GPUs (README, "Serving the teacher"):
+
+    accelerate launch --config_file configs/accelerate/ddp.yaml scripts/vzero.py \
+        --config configs/qwen3.5-4b/vzero_served_teacher.yaml --teacher_server_urls http://teacher-0:8000
+
 Every recipe key is a field of `VZeroScriptArguments` (below), `vzero_trl.VZeroConfig` or `trl.ModelConfig`;
 command-line flags override the recipe, and unknown keys are rejected. A rerun with the same `output_dir` resumes from
 its last checkpoint (or pass `--resume_from_checkpoint PATH`) when its settings are those the run was started with
@@ -265,11 +270,12 @@ def splits(script_args: VZeroScriptArguments, training_args: VZeroConfig):
 def main(
     script_args: VZeroScriptArguments, training_args: VZeroConfig, model_args: ModelConfig
 ) -> VZeroTrainer | None:
-    external = training_args.teacher_source == "external"
-    if external and not training_args.teacher_model_name_or_path:
+    # A served teacher (`teacher_server_urls`) is not loaded: `teacher_model_name_or_path` only names the served model.
+    local_teacher = training_args.teacher_source == "external" and not training_args.teacher_server_urls
+    if local_teacher and not training_args.teacher_model_name_or_path:
         raise ValueError(
-            "Set `teacher_model_name_or_path`: V-Zero distils from a local teacher model, or set "
-            "`teacher_source: frozen` (or `ema`) for a self-teacher."
+            "Set `teacher_model_name_or_path`: V-Zero distils from a local teacher model, a served one "
+            "(`teacher_server_urls`), or set `teacher_source: frozen` (or `ema`) for a self-teacher."
         )
     # transformers' wandb callback reads its project from WANDB_PROJECT only: use the run's `project` unless it is set.
     os.environ.setdefault("WANDB_PROJECT", training_args.project)
@@ -310,7 +316,7 @@ def main(
         from vzero_trl.mini.recording import RecordingTrainer as trainer_class
     trainer = trainer_class(
         model=model_args.model_name_or_path,
-        teacher_model=training_args.teacher_model_name_or_path if external else None,
+        teacher_model=training_args.teacher_model_name_or_path if local_teacher else None,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,

@@ -34,6 +34,7 @@ def test_there_are_recipes_for_the_paper_and_its_ablations():
         "qwen3.5-4b/vzero_g4.yaml",
         "qwen3.5-4b/vzero_self.yaml",
         "qwen3.5-4b/vision_opd.yaml",
+        "qwen3.5-4b/vzero_served_teacher.yaml",
     } <= names
     assert {p.stem for p in ACCELERATE} == {"cpu", "single_gpu", "ddp", "zero2", "zero3", "fsdp2"}
 
@@ -193,3 +194,33 @@ def test_self_teacher_recipes_hold_their_settings(script, tmp_path):
         2048,
     )
     assert "configs/accelerate/single_gpu.yaml" in (ROOT / "configs" / "qwen3.5-4b" / "vzero_self.yaml").read_text()
+
+
+def test_the_served_teacher_recipe_is_the_paper_recipe_with_a_served_teacher(script, tmp_path):
+    def parse(name):
+        return script.make_parser().parse_args_and_config(
+            ["--config", str(ROOT / "configs" / "qwen3.5-4b" / name), "--output_dir", str(tmp_path), *CPU_OVERRIDE]
+        )
+
+    served_script, served, served_model = parse("vzero_served_teacher.yaml")
+    paper_script, paper, paper_model = parse("vzero_paper.yaml")
+    assert served.teacher_server_urls == ["http://localhost:8001", "http://localhost:8002"]
+    assert (served.teacher_source, served.teacher_model_name_or_path) == ("external", "Qwen/Qwen3.5-27B")
+    assert served.teacher_model_init_kwargs is None  # nothing is loaded
+    assert (served.teacher_server_timeout, served.teacher_server_retries, served.teacher_server_backoff) == (120, 3, 1)
+    # 4 training GPUs x 4 x 8 = 8 GPUs x 4 x 4 = 128 rollouts, 16 prompts x G 8, per optimizer step
+    assert 4 * served.per_device_train_batch_size * served.gradient_accumulation_steps == 8 * (
+        paper.per_device_train_batch_size * paper.gradient_accumulation_steps
+    )
+    same = [
+        "num_generations", "max_completion_length", "learning_rate", "lr_scheduler_type", "weight_decay",
+        "max_grad_norm", "evidence_alpha", "evidence_gamma", "evidence_weight_min", "evidence_weight_max",
+        "evidence_eps", "evidence_std", "crop_column", "negative_crop_column", "loss_type", "loss_aggregation",
+        "chat_template_kwargs", "temperature", "use_vllm", "vllm_mode", "max_steps", "seed", "student_scoring",
+    ]  # fmt: skip
+    assert {key: getattr(served, key) for key in same} == {key: getattr(paper, key) for key in same}
+    assert served_model.model_name_or_path == paper_model.model_name_or_path == "Qwen/Qwen3.5-4B"
+    assert (served_script.image_min_pixels, served_script.image_max_pixels) == (65536, 16777216)
+    assert served_script.dataset_name == paper_script.dataset_name
+    header = (ROOT / "configs" / "qwen3.5-4b" / "vzero_served_teacher.yaml").read_text().split("\n\n")[0]
+    assert "--config_file configs/accelerate/zero2.yaml --num_processes 4" in header

@@ -1,5 +1,6 @@
 """`VZeroConfig`: the one flat configuration of V-Zero training, a `trl.DistillationConfig` with the V-Zero fields."""
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -49,6 +50,23 @@ class VZeroConfig(DistillationConfig):
             and teacher instead of their sum, at the cost of two host-device copies of the teacher per generation
             batch. Only for `teacher_source="external"` and `loss_type="sampled_token"` (the full-vocabulary loss reads
             the teacher's output layer in every micro-batch), and not under DeepSpeed or FSDP.
+        teacher_server_urls (`list[str]`, *optional*):
+            Base URLs (`http://host:port`) of vLLM servers of the external teacher (`vllm serve <teacher>
+            --enable-scale-out --logprobs-mode raw_logprobs`, vLLM >= 0.30): both views are then scored by the servers
+            and no teacher is loaded into training ([`vzero_trl.served_teacher`]). Rollouts are spread over the URLs.
+            `teacher_model_name_or_path`, if set, must be the served model's name. Each server is checked at start
+            (up; the student's tokenizer, chat template and vocabulary; sees the images). Only for
+            `teacher_source="external"` and `loss_type="sampled_token"`: a server returns the sampled tokens'
+            log-probabilities, not the whole distribution that the full-vocabulary and top-k losses need.
+        teacher_server_timeout (`float`, *optional*, defaults to `120.0`):
+            Seconds one request to a teacher server may take.
+        teacher_server_retries (`int`, *optional*, defaults to `3`):
+            Retries of a teacher-server request that fails to connect, times out or gets a 5xx answer; after them the
+            step fails with the URL and the error (training never uses a missing or partial score).
+        teacher_server_backoff (`float`, *optional*, defaults to `1.0`):
+            Seconds before the first retry; each further retry waits twice as long (1, 2, 4 s by default).
+        teacher_server_concurrency (`int`, *optional*, defaults to `32`):
+            Teacher-server requests in flight at once per training process, over all URLs.
 
         > Parameters that control the teacher views
 
@@ -174,6 +192,31 @@ class VZeroConfig(DistillationConfig):
     offload_teacher: bool = field(
         default=False,
         metadata={"help": "Keep an external teacher on the CPU, on the accelerator only while it replays a batch."},
+    )
+    teacher_server_urls: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Base URLs of vLLM servers of the external teacher (vllm serve --enable-scale-out --logprobs-mode "
+            "raw_logprobs); both views are scored there, no teacher is loaded. Sampled-token loss only."
+        },
+    )
+    teacher_server_timeout: float = field(
+        default=120.0,
+        metadata={"help": "Seconds one request to a teacher server may take."},
+    )
+    teacher_server_retries: int = field(
+        default=3,
+        metadata={
+            "help": "Retries of a failed teacher-server request (connection, timeout, 5xx) before the step fails."
+        },
+    )
+    teacher_server_backoff: float = field(
+        default=1.0,
+        metadata={"help": "Seconds before the first retry of a teacher-server request; doubled at each retry."},
+    )
+    teacher_server_concurrency: int = field(
+        default=32,
+        metadata={"help": "Teacher-server requests in flight at once per training process, over all URLs."},
     )
 
     # Parameters that control the teacher views
@@ -323,6 +366,7 @@ class VZeroConfig(DistillationConfig):
                 f"teacher_source={self.teacher_source!r} and loss_type={self.loss_type!r}: a self-teacher shares the "
                 "student's device, and the full-vocabulary loss reads the teacher's output layer in every micro-batch."
             )
+        self._check_teacher_server()
         # "naive" is the old name of "per_sequence": accepted, and stored under the new name.
         self.teacher_scoring = "per_sequence" if self.teacher_scoring == "naive" else self.teacher_scoring
         self.student_scoring = "per_sequence" if self.student_scoring == "naive" else self.student_scoring
@@ -423,6 +467,49 @@ class VZeroConfig(DistillationConfig):
                 f"The evaluation batch, per_device_eval_batch_size ({self.per_device_eval_batch_size}) x "
                 f"num_processes ({self.world_size}) = {eval_batch_size}, must be a multiple of num_generations_eval "
                 f"({self.num_generations_eval}). Change one of them."
+            )
+
+    def _check_teacher_server(self) -> None:
+        self.teacher_server_urls = list(self.teacher_server_urls or []) or None
+        # Written so that NaN fails every range check.
+        if not (self.teacher_server_timeout > 0 and math.isfinite(self.teacher_server_timeout)):
+            raise ValueError(
+                f"`teacher_server_timeout` must be a positive number of seconds, got {self.teacher_server_timeout}."
+            )
+        if not (self.teacher_server_backoff >= 0 and math.isfinite(self.teacher_server_backoff)):
+            raise ValueError(
+                f"`teacher_server_backoff` must be a number of seconds >= 0, got {self.teacher_server_backoff}."
+            )
+        if not self.teacher_server_retries >= 0:
+            raise ValueError(f"`teacher_server_retries` must be >= 0, got {self.teacher_server_retries}.")
+        if not self.teacher_server_concurrency >= 1:
+            raise ValueError(f"`teacher_server_concurrency` must be >= 1, got {self.teacher_server_concurrency}.")
+        if self.teacher_server_urls is None:
+            return
+        for url in self.teacher_server_urls:
+            if not (
+                isinstance(url, str) and url.startswith(("http://", "https://")) and len(url.split("//", 1)[1]) > 0
+            ):
+                raise ValueError(
+                    f"`teacher_server_urls` holds {url!r}: each must be a server's base URL such as "
+                    "'http://10.0.0.2:8000'."
+                )
+        if self.teacher_source != "external":
+            raise ValueError(
+                f"`teacher_server_urls` serves an external teacher, got teacher_source={self.teacher_source!r}: a "
+                "self-teacher is built from the student. Unset `teacher_server_urls` or set "
+                "`teacher_source='external'`."
+            )
+        if self.loss_type != "sampled_token":
+            raise ValueError(
+                f"A served teacher (`teacher_server_urls`) returns the log-probabilities of the sampled tokens only, not "
+                f"the whole distribution that loss_type={self.loss_type!r} (full vocabulary, or its top-k with "
+                f"`loss_top_k`) needs. Use `loss_type='sampled_token'` (the paper's loss), or a local teacher."
+            )
+        if self.offload_teacher:
+            raise ValueError(
+                "`offload_teacher` moves a local teacher's weights; a served teacher (`teacher_server_urls`) has none "
+                "in training. Unset one of them."
             )
 
 

@@ -26,12 +26,19 @@ from transformers import PreTrainedModel, TrainerCallback
 EMA_FILE = "ema_teacher.pt"
 
 
-def check_teacher_model(teacher_source: str, teacher_model: str | PreTrainedModel | None) -> None:
-    """Raise unless a `teacher_model` is given exactly when `teacher_source` is `"external"`."""
-    if teacher_source == "external" and teacher_model is None:
+def check_teacher_model(
+    teacher_source: str, teacher_model: str | PreTrainedModel | None, served: bool = False
+) -> None:
+    """Raise unless a `teacher_model` is given exactly when `teacher_source` is `"external"` and not `served`."""
+    if served and teacher_model is not None:
         raise ValueError(
-            "V-Zero needs a local `teacher_model` to replay the rollouts under both evidence views, or a "
-            "self-teacher: `teacher_source='frozen'` or `'ema'`."
+            "`teacher_server_urls` scores both views on the teacher's servers; pass `teacher_model=None` (its name, if "
+            "needed, goes in `teacher_model_name_or_path`) or unset `teacher_server_urls`."
+        )
+    if teacher_source == "external" and teacher_model is None and not served:
+        raise ValueError(
+            "V-Zero needs a local `teacher_model` to replay the rollouts under both evidence views, a served one "
+            "(`teacher_server_urls`), or a self-teacher: `teacher_source='frozen'` or `'ema'`."
         )
     if teacher_source != "external" and teacher_model is not None:
         raise ValueError(

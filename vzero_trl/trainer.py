@@ -39,8 +39,9 @@ from .gating import (
 from .importance import padded_sampler_logps, sampler_token_logps
 from .processing import check_processor, student_processor
 from .quiet import silence_unactionable_warnings
-from .replay import MULTIMODAL_KEYS, replay_teacher
+from .replay import MULTIMODAL_KEYS, replay_teacher, teacher_views
 from .scoring import gated_distillation_loss
+from .served_teacher import ServedTeacher, vocabulary_size
 from .shared_prefix import check_teacher_scoring, student_hidden_grouped, unsupported_reason
 from .teachers import (
     EMACallback,
@@ -69,7 +70,8 @@ class VZeroTrainer(DistillationTrainer):
     Differences from [`~trl.DistillationTrainer`]:
 
     - samplers and loaders repeat each prompt `num_generations` times, contiguously (train and eval);
-    - `_generate_and_score_completions` also replays the rollouts under both teacher views ([`vzero_trl.replay`])
+    - `_generate_and_score_completions` also replays the rollouts under both teacher views ([`vzero_trl.replay`], or
+      on the teacher's vLLM servers with [`vzero_trl.served_teacher`])
       and computes the gates once per generation batch, over whole groups gathered from all processes; each row's
       group comes from the sampler's layout once ([`vzero_trl.gating.rollout_groups`]) and travels with the row
       (`group_index`);
@@ -90,8 +92,9 @@ class VZeroTrainer(DistillationTrainer):
         teacher_model (`str` or [`~transformers.PreTrainedModel`], *optional*):
             Vision-language teacher sharing the student's vocabulary and processor (e.g. a larger model of the same
             family). Loaded with `args.teacher_model_init_kwargs` when given as a string. Required with
-            `args.teacher_source="external"` (the default); must be `None` with a self-teacher (`"frozen"`, `"ema"`),
-            which is built from the student ([`vzero_trl.teachers`]).
+            `args.teacher_source="external"` (the default) unless `args.teacher_server_urls` serves it
+            ([`vzero_trl.served_teacher`]); must be `None` with a served teacher or a self-teacher (`"frozen"`,
+            `"ema"`), which is built from the student ([`vzero_trl.teachers`]).
         args ([`VZeroConfig`], *optional*):
             Configuration. Defaults to `VZeroConfig("<model name>-VZero")`.
         train_dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
@@ -129,7 +132,7 @@ class VZeroTrainer(DistillationTrainer):
             args = VZeroConfig(f"{model_name.rstrip('/').split('/')[-1]}-VZero")
         if not isinstance(args, VZeroConfig):
             raise TypeError(f"`args` must be a VZeroConfig, got {type(args).__name__}.")
-        check_teacher_model(args.teacher_source, teacher_model)
+        check_teacher_model(args.teacher_source, teacher_model, served=bool(args.teacher_server_urls))
         check_dataset_columns(train_dataset, args.crop_columns, "train_dataset")
         check_dataset_columns(eval_dataset, args.crop_columns, "eval_dataset")
         if processing_class is None:  # as `trl.DistillationTrainer.__init__` loads it (TRL 1.16)
@@ -163,7 +166,8 @@ class VZeroTrainer(DistillationTrainer):
         teacher_config = self.accelerator.unwrap_model(
             self.model if self.teacher_model is None else self.teacher_model
         ).config
-        check_teacher_scoring(args.teacher_scoring, teacher_config.model_type)
+        if not args.teacher_server_urls:
+            check_teacher_scoring(args.teacher_scoring, teacher_config.model_type)
         student_config = self.accelerator.unwrap_model(self.model).config
         # Read after `super().__init__`, which may force reentrant checkpointing (PEFT with DeepSpeed ZeRO-3).
         reason = unsupported_reason(student_config.model_type, args.reentrant_checkpointing)
@@ -180,6 +184,18 @@ class VZeroTrainer(DistillationTrainer):
         # Beside the base class's prompt and completion logs, aligned with them, for the completions table.
         self._logs["gate"] = deque(maxlen=self._logs["prompt"].maxlen)
         self._logs["evidence_score"] = deque(maxlen=self._logs["prompt"].maxlen)
+        self._served_teacher = None  # a vLLM-served teacher (`teacher_server_urls`), checked before any step
+        if args.teacher_server_urls:
+            self._served_teacher = ServedTeacher(
+                args.teacher_server_urls,
+                args.teacher_model_name_or_path,
+                timeout=args.teacher_server_timeout,
+                retries=args.teacher_server_retries,
+                backoff=args.teacher_server_backoff,
+                concurrency=args.teacher_server_concurrency,
+            )
+            vocab_size = vocabulary_size(self.processing_class, student_config)
+            self._served_teacher.check(self.processing_class, vocab_size, self.chat_template_kwargs)
 
     def _teacher(self) -> PreTrainedModel | None:
         """The unwrapped teacher model, or `None` for the frozen teacher of a PEFT student (see `_peft_teacher`)."""
@@ -328,42 +344,50 @@ class VZeroTrainer(DistillationTrainer):
         args = self.args
         for index, row in enumerate(inputs):
             check_row(row, args.crop_columns, index)
-        output = super()._generate_and_score_completions(inputs)
-
         mode = "train" if self.model.training else "eval"
         num_generations = args.num_generations if mode == "train" else args.num_generations_eval
-        completion_ids, mask = output["completion_ids"], output["completion_mask"]
-        device, local_rows = completion_ids.device, len(inputs)
+        local_rows = len(inputs)
         first_row = self.accelerator.process_index * local_rows  # this process's rows in the gathered batch
-        group_index = rollout_groups(local_rows, num_generations, first_row, device)
+        group_index = rollout_groups(local_rows, num_generations, first_row, self.accelerator.device)
+        if self._served_teacher is not None:  # the teacher's servers render both views while the student generates
+            views = teacher_views(
+                inputs, group_slices(group_index), args.crop_columns, *args.teacher_texts, args.teacher_view
+            )
+            rendered = self._served_teacher.render_views(views, self.chat_template_kwargs)
+        output = super()._generate_and_score_completions(inputs)
+        completion_ids, mask = output["completion_ids"], output["completion_mask"]
+        device = completion_ids.device
 
         teacher = self._teacher()
         external = args.teacher_source == "external"  # prepared by the accelerator: forwards go through its wrapper
         if teacher is not None:
             self.teacher_model.eval()
         keep_hidden = args.loss_type == "full_reverse_kl"
-        with (
-            offloaded(teacher, self.accelerator.device, args.offload_teacher),
-            teacher_for_replay(teacher, self._peft_teacher) as scorer,
-        ):
-            scored = replay_teacher(
-                scorer,
-                self.processing_class,
-                inputs,
-                group_slices(group_index),
-                completion_ids,
-                mask,
-                args.crop_columns,
-                strategy=args.teacher_scoring,
-                crop_prefix=args.teacher_texts[0],
-                crop_suffix=args.teacher_texts[1],
-                layout=args.teacher_view,
-                chat_template_kwargs=self.chat_template_kwargs,
-                temperature=self.temperature,
-                rows_per_forward=args.teacher_batch_size or args.per_device_train_batch_size,
-                keep_hidden=keep_hidden,
-                forward=partial(self._forward_redirection, self.teacher_model, teacher) if external else None,
-            )
+        if self._served_teacher is not None:
+            scored = self._served_teacher.score(rendered, group_slices(group_index), completion_ids, mask)
+        else:
+            with (
+                offloaded(teacher, self.accelerator.device, args.offload_teacher),
+                teacher_for_replay(teacher, self._peft_teacher) as scorer,
+            ):
+                scored = replay_teacher(
+                    scorer,
+                    self.processing_class,
+                    inputs,
+                    group_slices(group_index),
+                    completion_ids,
+                    mask,
+                    args.crop_columns,
+                    strategy=args.teacher_scoring,
+                    crop_prefix=args.teacher_texts[0],
+                    crop_suffix=args.teacher_texts[1],
+                    layout=args.teacher_view,
+                    chat_template_kwargs=self.chat_template_kwargs,
+                    temperature=self.temperature,
+                    rows_per_forward=args.teacher_batch_size or args.per_device_train_batch_size,
+                    keep_hidden=keep_hidden,
+                    forward=partial(self._forward_redirection, self.teacher_model, teacher) if external else None,
+                )
         (pos_logps, pos_hidden), neg_logps = scored[0], scored[1][0] if len(scored) > 1 else None
 
         # The gate needs whole groups, which may straddle processes: gather, gate, keep this process's rows.
@@ -483,10 +507,12 @@ class VZeroTrainer(DistillationTrainer):
             return
         tags = {tags} if isinstance(tags, str) else set(tags or [])
         base_model = get_config_model_id(self.model.config)
-        external = self.args.teacher_source == "external"
+        external = self.args.teacher_source == "external" and self._served_teacher is None
         teacher_id = (
             get_config_model_id(self.accelerator.unwrap_model(self.teacher_model).config) if external else None
         )
+        if self._served_teacher is not None:  # the served model's name
+            teacher_id = self._served_teacher.model
         card = build_model_card(
             args=self.args,
             model_name=model_name or Path(self.args.output_dir).name,
