@@ -240,7 +240,7 @@ def learning_report() -> str:
     results = json.loads(path.read_text())
     machine = results["machine"]
     intro = (
-        "## (d) Learning: the miniature reproduction (`make reproduce --full`, `vzero_trl.mini`)\n\n"
+        "## (d) Learning: the miniature reproduction (`scripts/reproduce_mini.py --full`, `vzero_trl.mini`)\n\n"
         "Cells are (trained pair, run seed); every variant of a cell starts from the same student with the same\n"
         "prompts and sampling seed. p(gold) (held-out probability of the reference answer) and greedy accuracy in %,\n"
         "mean ± 95% Student-t interval over cells, and each variant minus plain OPD in the same cell. Measured on\n"

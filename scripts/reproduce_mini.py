@@ -3,6 +3,7 @@
     python scripts/reproduce_mini.py                 # default: letter and prior worlds, 2 pairs, core variants
     python scripts/reproduce_mini.py --full          # the committed table: 3 worlds, 5 pairs x 2 seeds, 6 variants
     python scripts/reproduce_mini.py --pilot         # the learning-rate rule on the pilot pairs (100, 101)
+    python scripts/reproduce_mini.py --full --report # the grid's finished runs only, with the missing ones listed
 
 A cell is (pair seed, run seed): a trained tiny teacher and student drawn from the pair seed, one run of every variant
 from that student with the run seed. Writes `results.json`, `results.md` and the pictures (`paired.png`, `curves.png`,
@@ -43,6 +44,11 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help=f"Run plain OPD at lr {PILOT_LEARNING_RATES} on pilot pairs {PILOT_PAIRS} and apply the rule.",
     )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="Report the grid's finished runs only (no training); the missing runs are listed.",
+    )
     parser.add_argument("--workers", type=int, default=2, help="Parallel runs, one CPU thread each.")
     parser.add_argument("--cache_dir", default=None, help="Trained pairs (default: OUTPUT_DIR/models).")
     parser.add_argument("--overwrite", action="store_true", help="Discard runs made with other settings.")
@@ -68,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         workers=args.workers,
         cache_dir=args.cache_dir,
         overwrite=args.overwrite,
+        run_missing=not args.report,
     )
     print(open(os.path.join(args.output_dir, "results.md")).read())
     print(f"Wrote results.json, results.md and the pictures to {args.output_dir}")

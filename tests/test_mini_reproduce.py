@@ -122,6 +122,7 @@ def _run(variant, pair, seed, before, after, curve=None, lr=3e-4, auc=0.9):
             "mixed_group_frac": 0.7,
             "rollout_accuracy": 0.6,
         },
+        "gate_values": {"correct": [1.4, 1.6], "wrong": [0.5]},
         "seconds": 60.0,
     }
 
@@ -225,3 +226,30 @@ def test_learning_check_thresholds_sit_three_sd_below_the_cells_mean():
     assert check["min_p_gold_gain"] == pytest.approx(0.04 - 3 * 0.02)
     assert check["min_gate_auc"] == pytest.approx(0.9)
     assert check["min_gate_gap"] == pytest.approx(1.5 - 3 * math.sqrt(0.5))
+
+
+def test_a_report_of_a_growing_grid_uses_the_finished_runs_and_lists_the_missing_ones(tmp_path):
+    with pytest.raises(ValueError, match="No finished run"):
+        reproduce(tmp_path, worlds=("letter",), pair_seeds=(0,), run_missing=False)
+    cell = tmp_path / "runs" / "letter" / "pair0-seed0"
+    cell.mkdir(parents=True)
+    for variant, after in (("vzero", 0.45), (BASELINE, 0.42)):
+        (cell / f"{variant}.json").write_text(json.dumps(_run(variant, 0, 0, 0.40, after)))
+    summary = reproduce(
+        tmp_path,
+        worlds=("letter",),
+        pair_seeds=(0,),
+        run_seeds=(0, 1),
+        cache_dir=tmp_path / "models",
+        run_missing=False,
+    )  # pair seed 0 of the letter world is the shipped pair: copied, not trained
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["missing"] == [
+        "letter/pair0-seed0/wmin1",
+        "letter/pair0-seed1/vzero",
+        "letter/pair0-seed1/no_gate",
+        "letter/pair0-seed1/wmin1",
+    ]
+    assert summary["letter"]["vzero"]["p_gold_vs_baseline"]["mean"] == pytest.approx(0.03)
+    assert "Not run yet (4)" in (tmp_path / "results.md").read_text()
+    assert not list((tmp_path / "runs" / "letter").glob("pair0-seed1*"))  # nothing was trained

@@ -523,6 +523,7 @@ def reproduce(
     workers: int = 2,
     cache_dir: str | Path | None = None,
     overwrite: bool = False,
+    run_missing: bool = True,
 ) -> dict:
     """
     Run the grid of cells `pair_seeds x run_seeds` and write `results.json`, `results.md` and the pictures.
@@ -538,6 +539,8 @@ def reproduce(
         run_seeds: Seeds of the distillation runs.
         workers: Parallel worker processes, one CPU thread each.
         cache_dir: Where trained pairs are kept (default `output_dir/models`).
+        run_missing: With `False`, report the grid's finished runs only and list the missing ones in `results.json`
+            (`missing`) and `results.md`: a grid that grows across sittings is reported as it stands.
     """
     output_dir = Path(output_dir)
     cache_dir = Path(cache_dir) if cache_dir is not None else output_dir / "models"
@@ -559,11 +562,17 @@ def reproduce(
         )
         for world, variant, pair_seed, run_seed in plan(worlds, variants, pair_seeds, run_seeds)
     ]
+    missing = (
+        [] if run_missing else [f"{w}/pair{p}-seed{r}/{v}" for path, w, v, p, r, _ in planned if not path.is_file()]
+    )
+    planned = [entry for entry in planned if run_missing or entry[0].is_file()]
+    if not planned:
+        raise ValueError(f"No finished run of this grid in {output_dir / 'runs'}; run it first (without --report).")
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         runs, pairs = _execute(pool, cache_dir, planned, "distillation runs")
     summary = summarize(runs, pairs)
     settings = {world: world_settings(world) for world in worlds}
-    results = {"machine": machine(), "settings": settings, "summary": summary}
+    results = {"machine": machine(), "settings": settings, "summary": summary, "missing": missing}
     (output_dir / "results.json").write_text(json.dumps(results, indent=2))
     if "vzero" in summary.get("letter", {}) and BASELINE in summary["letter"]:
         (output_dir / "reference.json").write_text(json.dumps(demo_reference(results), indent=2))
@@ -574,6 +583,7 @@ def reproduce(
         + condition_table(summary)
         + "\nPaired table (%; mean ± 95% t-interval):\n\n"
         + markdown_table(summary)
+        + (f"\nNot run yet ({len(missing)}): {', '.join(missing)}\n" if missing else "")
     )
     from .pictures import draw_pictures
 
