@@ -22,6 +22,7 @@ further. With `--push_to_hub` the model, its processor and card are pushed at th
 """
 
 import json
+import math
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
 
 from vzero_trl import VZeroConfig, VZeroTrainer
+from vzero_trl.checks import check_range
 from vzero_trl.eval.evaluate import BenchmarkEvalCallback, validation_mix
 from vzero_trl.prepare.pipeline import local_splits, open_dataset
 from vzero_trl.processing import load_processor
@@ -98,6 +100,32 @@ class VZeroScriptArguments(ScriptArguments):
         },
     )
 
+    def __post_init__(self):
+        if self.demo_models not in ("trained", "random"):
+            raise ValueError(f"`demo_models` must be 'trained' or 'random', got {self.demo_models!r}.")
+        count = dict(integer=True)
+        check_range("demo_num_examples", self.demo_num_examples, 1, **count)
+        check_range("image_max_pixels", self.image_max_pixels, 1, **count, optional=True)
+        check_range("image_min_pixels", self.image_min_pixels, 1, self.image_max_pixels, **count, optional=True)
+        check_range("benchmark_eval_items", self.benchmark_eval_items, 1, **count)
+        check_range("benchmark_eval_steps", self.benchmark_eval_steps, 1, **count)
+        check_range("benchmark_eval_max_new_tokens", self.benchmark_eval_max_new_tokens, 1, **count)
+        holdout = "Hold out a fraction of the rows in (0, 1), or a whole number of rows >= 1."
+        check_range("eval_holdout", self.eval_holdout, 0, open_low=True, optional=True, fix=holdout)
+        if self.eval_holdout is not None and self.eval_holdout > 1 and self.eval_holdout != int(self.eval_holdout):
+            raise ValueError(
+                f"`eval_holdout` must be a fraction below 1 or a whole number, got {self.eval_holdout}. {holdout}"
+            )
+
+
+def check_model_args(model_args: ModelConfig) -> None:
+    """The numeric fields of TRL's `ModelConfig` (the LoRA settings), which it does not check."""
+    check_range("lora_r", model_args.lora_r, 1, integer=True)
+    check_range(
+        "lora_alpha", model_args.lora_alpha, 1, integer=True, fix="It scales the adapter by lora_alpha / lora_r."
+    )
+    check_range("lora_dropout", model_args.lora_dropout, 0, 1, open_high=True)
+
 
 def make_parser() -> TrlParser:
     return TrlParser((VZeroScriptArguments, VZeroConfig, ModelConfig))
@@ -107,8 +135,6 @@ def build_demo_assets(
     script_args: VZeroScriptArguments, training_args: VZeroConfig, model_args: ModelConfig
 ) -> dict | None:
     """Build what is missing of the demo's models and data; return the trained pair's build record (or None)."""
-    if script_args.demo_models not in ("trained", "random"):
-        raise ValueError(f"demo_models must be 'trained' or 'random', got {script_args.demo_models!r}.")
     # The test and demo support is imported here only: a run on real checkpoints never loads it.
     from vzero_trl.mini.demo import build_demo_data, build_demo_pair
     from vzero_trl.toy.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
@@ -256,15 +282,22 @@ def splits(script_args: VZeroScriptArguments, training_args: VZeroConfig):
     if not isinstance(train, datasets.Dataset):
         raise ValueError("`eval_holdout` needs a map-style dataset; it cannot split a streamed one.")
     holdout = script_args.eval_holdout
-    if holdout <= 0:
-        raise ValueError(f"`eval_holdout` must be a fraction in (0, 1) or a number of rows >= 1, got {holdout}.")
-    parts = train.train_test_split(test_size=int(holdout) if holdout >= 1 else holdout, seed=training_args.seed)
+    # As `datasets` rounds a fraction: up. Counted here so that a split that leaves no row on either side is named.
+    held_out = int(holdout) if holdout >= 1 else math.ceil(holdout * len(train))
+    if not 1 <= held_out < len(train):
+        raise ValueError(
+            f"`eval_holdout` ({holdout}) holds out {held_out} of the {len(train)} training rows of "
+            f"{script_args.dataset_name}, which leaves {'no row to train on' if held_out else 'no row to evaluate on'}."
+            f" Hold out between 1 and {len(train) - 1} rows (a fraction, or a number of rows)."
+        )
+    parts = train.train_test_split(test_size=held_out, seed=training_args.seed)
     return parts["train"], parts["test"]
 
 
 def main(
     script_args: VZeroScriptArguments, training_args: VZeroConfig, model_args: ModelConfig
 ) -> VZeroTrainer | None:
+    check_model_args(model_args)
     external = training_args.teacher_source == "external"
     if external and not training_args.teacher_model_name_or_path:
         raise ValueError(

@@ -72,3 +72,21 @@ def test_a_test_split_must_exist(launch, script, launch_data, tmp_path):
     script_args.eval_holdout = None
     train, test = script.splits(script_args, training_args)
     assert (len(train), len(test)) == (8, 4)
+
+
+@pytest.mark.parametrize(
+    "holdout,message",
+    [
+        ("8", r"`eval_holdout` \(8.0\) holds out 8 of the 8 training rows.*no row to train on.*between 1 and 7"),
+        ("0.999", r"holds out 8 of the 8 training rows"),  # a fraction rounds up, as `datasets` rounds it
+        ("nan", r"`eval_holdout` must be > 0, got nan"),  # it used to die inside `datasets`
+    ],
+)
+def test_a_holdout_that_leaves_no_row_is_refused_naming_the_option(script, launch_data, tmp_path, holdout, message):
+    evaluation = ["--eval_strategy", "steps", "--eval_steps", "1", "--per_device_eval_batch_size", "4"]
+    with pytest.raises(ValueError, match=message):
+        script_args, training_args, _ = script.make_parser().parse_args_and_config(
+            ["--config", str(ROOT / "configs" / "demo.yaml"), "--dataset_name", str(launch_data / "unsplit"),
+             "--output_dir", str(tmp_path), *evaluation, "--eval_holdout", holdout]
+        )  # fmt: skip
+        script.splits(script_args, training_args)

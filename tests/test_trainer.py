@@ -20,6 +20,7 @@ from helpers import (
     teacher_view,
 )
 from peft import LoraConfig
+from transformers import AutoConfig
 
 from vzero_trl import VZeroTrainer
 from vzero_trl.gating import evidence_scores, evidence_weights
@@ -281,6 +282,16 @@ def test_gated_top_k_jsd_matches_its_definition(tiny_models, tmp_path, dataset):
     trainer.train()
     entry = next(entry for entry in trainer.state.log_history if "loss" in entry)
     assert entry["distillation/divergence"] > 0 and "distillation/reverse_kl" not in entry
+
+
+def test_a_top_k_larger_than_the_vocabulary_is_refused_at_construction(tiny_models, tmp_path, dataset):
+    # It used to be accepted and to die at the first step inside torch's topk.
+    vocab_size = AutoConfig.from_pretrained(tiny_models[0]).get_text_config().vocab_size
+    make_trainer(tiny_models, tmp_path, dataset, loss_type="full_reverse_kl", loss_top_k=vocab_size, max_steps=1)
+    with pytest.raises(
+        ValueError, match=rf"`loss_top_k` \({vocab_size + 1}\) is larger than the vocabulary.*at most {vocab_size}"
+    ):
+        make_trainer(tiny_models, tmp_path, dataset, loss_type="full_reverse_kl", loss_top_k=vocab_size + 1)
 
 
 # --- training runs ----------------------------------------------------------------------------------------------------

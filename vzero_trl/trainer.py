@@ -165,6 +165,12 @@ class VZeroTrainer(DistillationTrainer):
         ).config
         check_teacher_scoring(args.teacher_scoring, teacher_config.model_type)
         student_config = self.accelerator.unwrap_model(self.model).config
+        vocab_size = min(config.get_text_config().vocab_size for config in (student_config, teacher_config))
+        if args.loss_top_k is not None and args.loss_top_k > vocab_size:
+            raise ValueError(
+                f"`loss_top_k` ({args.loss_top_k}) is larger than the vocabulary of the models ({vocab_size} tokens). "
+                f"Set it to at most {vocab_size} (Vision-OPD uses 100), or unset it for the whole vocabulary."
+            )
         # Read after `super().__init__`, which may force reentrant checkpointing (PEFT with DeepSpeed ZeRO-3).
         reason = unsupported_reason(student_config.model_type, args.reentrant_checkpointing)
         self._student_shared = args.student_scoring == "shared_prefix" and reason is None

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessor, TrainerCallback
 
 from ..card import hub_id
+from ..checks import check_range
 from ..images import BadImage
 from ..provenance import NOT_MODEL_FILES, fingerprint, hub_commit, setting_differences
 from .answers import PAPER_ROWS, ZWZ_SYSTEM_PROMPT, aggregate, score_item, table_row
@@ -147,8 +148,15 @@ class EvaluateConfig:
             raise ValueError(f"`protocol` must be one of {list(PROTOCOLS)}, got {self.protocol!r}.")
         if self.backend not in ("transformers", "vllm"):
             raise ValueError(f"`backend` must be 'transformers' or 'vllm', got {self.backend!r}.")
-        if self.batch_size < 1 or (self.limit is not None and self.limit < 1):
-            raise ValueError("`batch_size` and `limit` must be >= 1.")
+        count = dict(integer=True)
+        check_range("batch_size", self.batch_size, 1, **count)
+        check_range("limit", self.limit, 1, **count, optional=True)
+        check_range("seed", self.seed, 0, 2**32 - 1, **count, fix="Seeds are below 2**32.")
+        check_range("max_pixels", self.max_pixels, 1, **count)
+        check_range("min_pixels", self.min_pixels, 1, self.max_pixels, **count, fix="`max_pixels` bounds it.")
+        check_range("max_new_tokens", self.max_new_tokens, 1, **count, optional=True)
+        check_range("tensor_parallel_size", self.tensor_parallel_size, 1, **count)
+        check_range("gpu_memory_utilization", self.gpu_memory_utilization, 0, 1, open_low=True)
         if self.revision is not None and Path(self.model).expanduser().exists():
             raise ValueError(f"`revision` ({self.revision!r}) is for Hub models; {self.model} is a local folder.")
 
