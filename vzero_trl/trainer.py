@@ -12,7 +12,7 @@ from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
 from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedModel, ProcessorMixin, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from transformers.utils import logging
 from trl import DistillationTrainer
 from trl.extras.profiling import profiling_context
@@ -26,6 +26,7 @@ from trl.trainer.utils import (
 )
 
 from .card import PAPER, build_model_card, teacher_description, tracking_urls
+from .checkpoints import remove_marker, set_learning_rate, write_marker
 from .completions_table import log_completions_table
 from .config import VZeroConfig
 from .gating import (
@@ -192,10 +193,40 @@ class VZeroTrainer(DistillationTrainer):
         return None if self.teacher_model is None else self.accelerator.unwrap_model(self.teacher_model)
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if self.args.teacher_source == "ema" and self.args.should_save:
-            folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"  # as `transformers.Trainer._save_checkpoint`
-            save_ema(self.teacher_model, os.path.join(self._get_output_dir(trial=trial), folder))
+        # A checkpoint counts once `vzero_checkpoint.json` lists its files ([`vzero_trl.checkpoints`]): V-Zero's own
+        # state first, then the base class's files, then, once every process has written its part, the marker. Older
+        # checkpoints are rotated out only after that (as `transformers.Trainer._save_checkpoint` would, before it), so a
+        # kill while saving always leaves a complete checkpoint behind.
+        run_dir = self._get_output_dir(trial=trial)
+        folder = os.path.join(
+            run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        )  # as the base class names it
+        if self.args.should_save:
+            os.makedirs(folder, exist_ok=True)
+            remove_marker(folder)
+            if self.args.teacher_source == "ema":
+                save_ema(self.teacher_model, folder)
+        save_total_limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = save_total_limit
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            write_marker(folder, self.state.global_step)
+            rotate_checkpoints(run_dir, save_total_limit, self.state.best_model_checkpoint, use_mtime=True)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        # The schedule's base rate, which the restored optimizer state brought back from the checkpoint.
+        if checkpoint is None or self.optimizer.param_groups[0].get("initial_lr") in (None, self.args.learning_rate):
+            return
+        restored = set_learning_rate(self.optimizer, self.lr_scheduler, self.args.learning_rate)
+        logger.warning(
+            f"Resuming {checkpoint} with learning_rate {self.args.learning_rate} instead of the {restored} it was "
+            f"saved with: the restored optimizer and scheduler now use it (current rate "
+            f"{self.lr_scheduler.get_last_lr()[0]:.6g} at optimizer step {self.lr_scheduler.last_epoch})."
+        )
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
