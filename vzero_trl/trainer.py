@@ -131,8 +131,8 @@ class VZeroTrainer(DistillationTrainer):
         if not isinstance(args, VZeroConfig):
             raise TypeError(f"`args` must be a VZeroConfig, got {type(args).__name__}.")
         check_teacher_model(args.teacher_source, teacher_model)
-        check_dataset_columns(train_dataset, args.crop_columns, "train_dataset")
-        check_dataset_columns(eval_dataset, args.crop_columns, "eval_dataset")
+        check_dataset_columns(train_dataset, args.crop_columns, "train_dataset", teacher_view=args.teacher_view)
+        check_dataset_columns(eval_dataset, args.crop_columns, "eval_dataset", teacher_view=args.teacher_view)
         if processing_class is None:  # as `trl.DistillationTrainer.__init__` loads it (TRL 1.16)
             processing_class = student_processor(model, args.model_init_kwargs, args.trust_remote_code)
 
@@ -364,7 +364,7 @@ class VZeroTrainer(DistillationTrainer):
         # the rollouts under both teacher views, gate, and hand the loss its inputs.
         args = self.args
         for index, row in enumerate(inputs):
-            check_row(row, args.crop_columns, index)
+            check_row(row, args.crop_columns, index, teacher_view=args.teacher_view)  # images to RGB, in place
         output = super()._generate_and_score_completions(inputs)
 
         mode = "train" if self.model.training else "eval"
