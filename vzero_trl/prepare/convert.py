@@ -280,12 +280,17 @@ def parse_bbox(value: Any, image_size: tuple[int, int], bbox_format: str = "xyxy
         raise RejectedRow("bad_bbox", f"non-finite coordinates {value!r:.100}")
     width, height = image_size
     if bbox_format != "xyxy_norm" and all(0 <= v <= 1 for v in (x0, y0, a, b)):
-        raise RejectedRow(
-            "normalised_bbox",
-            f"box {value!r:.100} lies within [0, 1]: read as {bbox_format!r} pixels it is at most one pixel in the "
-            "corner, so it is normalised by the image size. Use bbox_format='xyxy_norm' ([x0, y0, x1, y1] divided by "
-            "width and height)",
-        )
+        # Read as pixels such a box is at most the corner pixel. That is a real region of a tiny image only: whole-
+        # number coordinates spanning at least a quarter of each side (a 1-pixel box on an image up to 4x4) are pixels.
+        whole = all(v.is_integer() for v in (x0, y0, a, b))
+        span = (a, b) if bbox_format == "xywh" else (a - x0, b - y0)
+        if not (whole and 4 * max(span[0], 1) >= width and 4 * max(span[1], 1) >= height):
+            raise RejectedRow(
+                "normalised_bbox",
+                f"box {value!r:.100} lies within [0, 1]: read as {bbox_format!r} pixels it is at most the corner "
+                f"pixel of the {width}x{height} image, so it is taken as normalised by the image size. Use "
+                "bbox_format='xyxy_norm' ([x0, y0, x1, y1] divided by width and height)",
+            )
     if bbox_format == "xywh":
         a, b = x0 + a, y0 + b
     elif bbox_format == "xyxy_norm":
