@@ -177,9 +177,15 @@ def run_settings(script_args: VZeroScriptArguments, training_args: VZeroConfig, 
     return json.loads(json.dumps(kept, default=str))
 
 
-# Settings that a resumed optimizer restores from its checkpoint: a new value would not take effect, so changing them is
-# refused even with `--accept_changed_settings`. (A new `learning_rate` is set on the restored optimizer and scheduler.)
-FIXED_ON_RESUME = ("optim", "optim_args", "adam_beta1", "adam_beta2", "adam_epsilon", "weight_decay")
+# Settings whose new value a resume from a checkpoint would not apply, with what undoes it: changing them is refused even
+# with `--accept_changed_settings`. (A new `learning_rate` is set on the restored optimizer and scheduler.)
+_OPTIMIZER = "the restored optimizer keeps its own"
+_WEIGHTS = "the checkpoint's weights replace the model's"
+FIXED_ON_RESUME = {
+    **dict.fromkeys(("optim", "optim_args", "adam_beta1", "adam_beta2", "adam_epsilon", "weight_decay"), _OPTIMIZER),
+    **dict.fromkeys(("model_name_or_path", "model_revision", "use_peft", "lora_r", "lora_alpha"), _WEIGHTS),
+    **dict.fromkeys(("lora_target_modules", "lora_modules_to_save", "lora_task_type"), _WEIGHTS),
+}
 
 
 def read_run_record(output_dir: Path) -> dict | None:
@@ -199,6 +205,7 @@ def check_explicit_checkpoint(script_args: VZeroScriptArguments, checkpoint: str
             f"`resume_from_checkpoint` ({checkpoint}) cannot be resumed from: {reason}. Point it at a complete "
             f"checkpoint-N folder (one with {MARKER}), or leave it out to resume from the newest complete one."
         )
+    check_fixed_on_resume(checkpoint, settings)
     if script_args.accept_changed_settings:
         return
     run_dir = Path(checkpoint).resolve().parent
@@ -214,6 +221,23 @@ def check_explicit_checkpoint(script_args: VZeroScriptArguments, checkpoint: str
         raise ValueError(
             f"`resume_from_checkpoint` ({checkpoint}) was written by a run with other settings; resuming it would mix "
             "them:\n  " + "\n  ".join(differences) + f"\n{accept}"
+        )
+
+
+def check_fixed_on_resume(checkpoint: str, settings: dict) -> None:
+    """Refuse changes that resuming `checkpoint` would undo, against the settings of the run that wrote it."""
+    record = read_run_record(Path(checkpoint).resolve().parent)
+    if record is None:
+        return
+    changed = [name for name in FIXED_ON_RESUME if record["settings"].get(name) != settings.get(name)]
+    if changed:
+        lines = [
+            f"{name}: {record['settings'].get(name)!r} -> {settings.get(name)!r} ({FIXED_ON_RESUME[name]})"
+            for name in changed
+        ]
+        raise ValueError(
+            f"Resuming {checkpoint} would not apply these changes:\n  " + "\n  ".join(lines) + "\nKeep the recorded "
+            "values, or start a new run (another `--output_dir`, or `--overwrite_output_dir`)."
         )
 
 
@@ -278,14 +302,8 @@ def resume_checkpoint(
             + "\n  ".join(differences)
             + f"\n{fixes}"
         )
-    fixed = [name for name in FIXED_ON_RESUME if record["settings"].get(name) != settings.get(name)]
-    if checkpoint and fixed:
-        recorded = ", ".join(f"{name}={record['settings'].get(name)!r}" for name in fixed)
-        raise ValueError(
-            f"Resuming {checkpoint} restores its optimizer, which keeps the recorded {recorded} whatever is passed "
-            "now, so the change could not take effect. Keep them, or start a new run (another `--output_dir`, or "
-            "`--overwrite_output_dir`)."
-        )
+    if checkpoint is not None:
+        check_fixed_on_resume(checkpoint, settings)
     if finished_step is not None:
         check_train_further(training_args, finished_step, checkpoint)
     return checkpoint, False

@@ -170,8 +170,13 @@ def test_set_learning_rate_keeps_the_position_in_the_schedule():
 def test_a_change_that_a_restored_optimizer_would_undo_is_refused(launch, tmp_path):
     run = tmp_path / "run"
     launch(run)
-    with pytest.raises(ValueError, match=r"restores its optimizer, which keeps the recorded adam_beta1=0.9"):
-        launch(run, "--max_steps", "3", "--adam_beta1", "0.5", "--accept_changed_settings", "true")
+    accept = ("--max_steps", "3", "--accept_changed_settings", "true")
+    with pytest.raises(
+        ValueError, match=r"would not apply these changes:\n  adam_beta1: 0.9 -> 0.5 \(the restored optim"
+    ):
+        launch(run, *accept, "--adam_beta1", "0.5")
+    with pytest.raises(ValueError, match=r"lora_r: 16 -> 8 \(the checkpoint's weights replace the model's\)"):
+        launch(tmp_path / "other", *accept, "--resume_from_checkpoint", str(run / "checkpoint-2"), "--lora_r", "8")
 
 
 def test_an_explicit_checkpoint_is_checked_against_the_run_that_wrote_it(launch, tmp_path):
