@@ -194,13 +194,11 @@ class VZeroTrainer(DistillationTrainer):
 
     def _save_checkpoint(self, model, trial):
         # A checkpoint counts once `vzero_checkpoint.json` lists its files ([`vzero_trl.checkpoints`]): V-Zero's own
-        # state first, then the base class's files, then, once every process has written its part, the marker. Older
-        # checkpoints are rotated out only after that (as `transformers.Trainer._save_checkpoint` would, before it), so a
-        # kill while saving always leaves a complete checkpoint behind.
+        # state first, then the base class's files, then, once every process has written its part, the marker (before
+        # a push, so that the pushed copy is complete too). Older checkpoints are rotated out only after that (the base
+        # class would rotate before it), so a kill while saving always leaves a complete checkpoint behind.
         run_dir = self._get_output_dir(trial=trial)
-        folder = os.path.join(
-            run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        )  # as the base class names it
+        folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")  # the base class's name
         if self.args.should_save:
             os.makedirs(folder, exist_ok=True)
             remove_marker(folder)
@@ -211,10 +209,19 @@ class VZeroTrainer(DistillationTrainer):
             super()._save_checkpoint(model, trial)
         finally:
             self.args.save_total_limit = save_total_limit
+        self._mark_complete(folder)
+        if self.args.should_save:
+            rotate_checkpoints(run_dir, save_total_limit, self.state.best_model_checkpoint, use_mtime=True)
+
+    def _push_from_checkpoint(self, checkpoint_folder):
+        # Called by the base `_save_checkpoint` on every process once all files are written (TRL 1.16/transformers 5).
+        self._mark_complete(checkpoint_folder)
+        super()._push_from_checkpoint(checkpoint_folder)
+
+    def _mark_complete(self, folder: str) -> None:
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
             write_marker(folder, self.state.global_step)
-            rotate_checkpoints(run_dir, save_total_limit, self.state.best_model_checkpoint, use_mtime=True)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
