@@ -17,7 +17,7 @@ Every recipe key is a field of `VZeroScriptArguments` (below), `vzero_trl.VZeroC
 command-line flags override the recipe, and unknown keys are rejected. A rerun with the same `output_dir` resumes from
 its last checkpoint (or pass `--resume_from_checkpoint PATH`) when its settings are those the run was started with
 (`output_dir/vzero_run.json`); otherwise it is refused with the differences listed. A finished run is not trained
-further. With `--push_to_hub` the model, its processor and card are pushed at the end (and checkpoints as
+again: the rerun prints what it produced (see the README's Resuming for training it further). With `--push_to_hub` the model, its processor and card are pushed at the end (and checkpoints as
 `hub_strategy` says).
 """
 
@@ -229,7 +229,12 @@ def check_fixed_on_resume(checkpoint: str, settings: dict) -> None:
     record = read_run_record(Path(checkpoint).resolve().parent)
     if record is None:
         return
-    changed = [name for name in FIXED_ON_RESUME if record["settings"].get(name) != settings.get(name)]
+    peft = record["settings"].get("use_peft") or settings.get("use_peft")
+    changed = [
+        name
+        for name in FIXED_ON_RESUME
+        if record["settings"].get(name) != settings.get(name) and (peft or not name.startswith("lora_"))
+    ]
     if changed:
         lines = [
             f"{name}: {record['settings'].get(name)!r} -> {settings.get(name)!r} ({FIXED_ON_RESUME[name]})"

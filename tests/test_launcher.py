@@ -118,8 +118,10 @@ def test_a_change_that_a_restored_optimizer_would_undo_is_refused(launch, tmp_pa
         ValueError, match=r"would not apply these changes:\n  adam_beta1: 0.9 -> 0.5 \(the restored optim"
     ):
         launch(run, *accept, "--adam_beta1", "0.5")
-    with pytest.raises(ValueError, match=r"lora_r: 16 -> 8 \(the checkpoint's weights replace the model's\)"):
-        launch(tmp_path / "other", *accept, "--resume_from_checkpoint", str(run / "checkpoint-2"), "--lora_r", "8")
+    with pytest.raises(ValueError, match=r"use_peft: False -> True \(the checkpoint's weights replace the model's\)"):
+        launch(
+            tmp_path / "other", *accept, "--resume_from_checkpoint", str(run / "checkpoint-2"), "--use_peft", "true"
+        )
 
 
 def test_an_explicit_checkpoint_is_checked_against_the_run_that_wrote_it(launch, tmp_path):
