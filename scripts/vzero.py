@@ -22,11 +22,12 @@ Every recipe key is a field of `VZeroScriptArguments` (below), `vzero_trl.VZeroC
 command-line flags override the recipe, and unknown keys are rejected. A rerun with the same `output_dir` resumes from
 its last checkpoint (or pass `--resume_from_checkpoint PATH`) when its settings are those the run was started with
 (`output_dir/vzero_run.json`); otherwise it is refused with the differences listed. A finished run is not trained
-further. With `--push_to_hub` the model, its processor and card are pushed at the end (and checkpoints as
+again: the rerun prints what it produced (see the README's Resuming for training it further). With `--push_to_hub` the model, its processor and card are pushed at the end (and checkpoints as
 `hub_strategy` says).
 """
 
 import json
+import math
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -38,6 +39,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
 
 from vzero_trl import VZeroConfig, VZeroTrainer
+from vzero_trl.checkpoints import MARKER, incomplete_reason, last_complete_checkpoint
+from vzero_trl.checks import check_range
 from vzero_trl.eval.evaluate import BenchmarkEvalCallback, validation_mix
 from vzero_trl.prepare.pipeline import local_splits, open_dataset
 from vzero_trl.processing import load_processor
@@ -103,6 +106,32 @@ class VZeroScriptArguments(ScriptArguments):
         },
     )
 
+    def __post_init__(self):
+        if self.demo_models not in ("trained", "random"):
+            raise ValueError(f"`demo_models` must be 'trained' or 'random', got {self.demo_models!r}.")
+        count = dict(integer=True)
+        check_range("demo_num_examples", self.demo_num_examples, 1, **count)
+        check_range("image_max_pixels", self.image_max_pixels, 1, **count, optional=True)
+        check_range("image_min_pixels", self.image_min_pixels, 1, self.image_max_pixels, **count, optional=True)
+        check_range("benchmark_eval_items", self.benchmark_eval_items, 1, **count)
+        check_range("benchmark_eval_steps", self.benchmark_eval_steps, 1, **count)
+        check_range("benchmark_eval_max_new_tokens", self.benchmark_eval_max_new_tokens, 1, **count)
+        holdout = "Hold out a fraction of the rows in (0, 1), or a whole number of rows >= 1."
+        check_range("eval_holdout", self.eval_holdout, 0, open_low=True, optional=True, fix=holdout)
+        if self.eval_holdout is not None and self.eval_holdout > 1 and self.eval_holdout != int(self.eval_holdout):
+            raise ValueError(
+                f"`eval_holdout` must be a fraction below 1 or a whole number, got {self.eval_holdout}. {holdout}"
+            )
+
+
+def check_model_args(model_args: ModelConfig) -> None:
+    """The numeric fields of TRL's `ModelConfig` (the LoRA settings), which it does not check."""
+    check_range("lora_r", model_args.lora_r, 1, integer=True)
+    check_range(
+        "lora_alpha", model_args.lora_alpha, 1, integer=True, fix="It scales the adapter by lora_alpha / lora_r."
+    )
+    check_range("lora_dropout", model_args.lora_dropout, 0, 1, open_high=True)
+
 
 def make_parser() -> TrlParser:
     return TrlParser((VZeroScriptArguments, VZeroConfig, ModelConfig))
@@ -112,8 +141,6 @@ def build_demo_assets(
     script_args: VZeroScriptArguments, training_args: VZeroConfig, model_args: ModelConfig
 ) -> dict | None:
     """Build what is missing of the demo's models and data; return the trained pair's build record (or None)."""
-    if script_args.demo_models not in ("trained", "random"):
-        raise ValueError(f"demo_models must be 'trained' or 'random', got {script_args.demo_models!r}.")
     # The test and demo support is imported here only: a run on real checkpoints never loads it.
     from vzero_trl.mini.demo import build_demo_data, build_demo_pair
     from vzero_trl.toy.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
@@ -128,17 +155,6 @@ def build_demo_assets(
             ensure_tiny_vlm(training_args.teacher_model_name_or_path, **TINY_TEACHER)
         build_demo_data(script_args.dataset_name, script_args.demo_num_examples)
     return record
-
-
-def last_complete_checkpoint(output_dir: str) -> str | None:
-    """
-    The newest `checkpoint-N` folder of `output_dir` that was fully written. Trainer writes `trainer_state.json` last,
-    so a run killed while saving leaves a newer folder without it, which must not be resumed from.
-    """
-    folders = Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*")
-    steps = sorted((int(f.name.split("-")[-1]), f) for f in folders if f.name.split("-")[-1].isdigit())
-    complete = [folder for _, folder in steps if (folder / "trainer_state.json").is_file()]
-    return str(complete[-1]) if complete else None
 
 
 RUN_RECORD = "vzero_run.json"
@@ -166,40 +182,167 @@ def run_settings(script_args: VZeroScriptArguments, training_args: VZeroConfig, 
     return json.loads(json.dumps(kept, default=str))
 
 
+# Settings whose new value a resume from a checkpoint would not apply, with what undoes it: changing them is refused even
+# with `--accept_changed_settings`. (A new `learning_rate` is set on the restored optimizer and scheduler.)
+_OPTIMIZER = "the restored optimizer keeps its own"
+_WEIGHTS = "the checkpoint's weights replace the model's"
+FIXED_ON_RESUME = {
+    **dict.fromkeys(("optim", "optim_args", "adam_beta1", "adam_beta2", "adam_epsilon", "weight_decay"), _OPTIMIZER),
+    **dict.fromkeys(("model_name_or_path", "model_revision", "use_peft", "lora_r", "lora_alpha"), _WEIGHTS),
+    **dict.fromkeys(("lora_target_modules", "lora_modules_to_save", "lora_task_type"), _WEIGHTS),
+}
+
+
+def read_run_record(output_dir: Path) -> dict | None:
+    record_file = output_dir / RUN_RECORD
+    return json.loads(record_file.read_text()) if record_file.is_file() else None
+
+
+def checkpoint_step(checkpoint: str) -> int:
+    return json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"]
+
+
+def check_explicit_checkpoint(script_args: VZeroScriptArguments, checkpoint: str, settings: dict) -> None:
+    """Refuse a `--resume_from_checkpoint` that is incomplete, or that its own run wrote with other settings."""
+    reason = incomplete_reason(checkpoint) if Path(checkpoint).is_dir() else "it is not a folder"
+    if reason is not None:
+        raise ValueError(
+            f"`resume_from_checkpoint` ({checkpoint}) cannot be resumed from: {reason}. Point it at a complete "
+            f"checkpoint-N folder (one with {MARKER}), or leave it out to resume from the newest complete one."
+        )
+    check_fixed_on_resume(checkpoint, settings)
+    if script_args.accept_changed_settings:
+        return
+    run_dir = Path(checkpoint).resolve().parent
+    record = read_run_record(run_dir)
+    accept = "Pass `--accept_changed_settings` to resume from it with these settings (from its step on)."
+    if record is None:
+        raise ValueError(
+            f"`resume_from_checkpoint` ({checkpoint}) was written by a run that kept no record of its settings "
+            f"({run_dir / RUN_RECORD}), so resuming it with these settings cannot be checked. {accept}"
+        )
+    differences = setting_differences(record["settings"], settings)
+    if differences:
+        raise ValueError(
+            f"`resume_from_checkpoint` ({checkpoint}) was written by a run with other settings; resuming it would mix "
+            "them:\n  " + "\n  ".join(differences) + f"\n{accept}"
+        )
+
+
+def check_fixed_on_resume(checkpoint: str, settings: dict) -> None:
+    """Refuse changes that resuming `checkpoint` would undo, against the settings of the run that wrote it."""
+    record = read_run_record(Path(checkpoint).resolve().parent)
+    if record is None:
+        return
+    peft = record["settings"].get("use_peft") or settings.get("use_peft")
+    changed = [
+        name
+        for name in FIXED_ON_RESUME
+        if record["settings"].get(name) != settings.get(name) and (peft or not name.startswith("lora_"))
+    ]
+    if changed:
+        lines = [
+            f"{name}: {record['settings'].get(name)!r} -> {settings.get(name)!r} ({FIXED_ON_RESUME[name]})"
+            for name in changed
+        ]
+        raise ValueError(
+            f"Resuming {checkpoint} would not apply these changes:\n  " + "\n  ".join(lines) + "\nKeep the recorded "
+            "values, or start a new run (another `--output_dir`, or `--overwrite_output_dir`)."
+        )
+
+
+def check_train_further(training_args: VZeroConfig, finished_step: int, checkpoint: str | None) -> None:
+    """A finished run trained further (changed settings accepted) must continue from its finished model's state."""
+    output_dir = training_args.output_dir
+    new_run = (
+        f"To train its model further, start a new run from it: `--model_name_or_path {output_dir} --output_dir "
+        "<another folder>`; or pass `--overwrite_output_dir` to train again from the base model."
+    )
+    step = checkpoint_step(checkpoint) if checkpoint else None
+    if step != finished_step:
+        kept = f"its newest complete checkpoint is of step {step}" if step else "it kept no complete checkpoint"
+        raise ValueError(
+            f"{output_dir} holds a model finished at step {finished_step}, and {kept} (`save_strategy: no`, or the "
+            "checkpoint was deleted): resuming would train from an earlier state and overwrite the finished model. "
+            + new_run
+        )
+    if 0 < training_args.max_steps <= finished_step:
+        raise ValueError(
+            f"{output_dir} holds a model finished at step {finished_step}, and `max_steps` ({training_args.max_steps}) "
+            f"trains it no further. Raise `--max_steps` above {finished_step} to train it further."
+        )
+
+
 def resume_checkpoint(
     script_args: VZeroScriptArguments, training_args: VZeroConfig, settings: dict
 ) -> tuple[str | None, bool]:
     """
     What to do in `output_dir`: the checkpoint to resume from (`None`: from scratch), and whether the run there is
     already finished with these settings (nothing to do). Raises `ValueError`, naming the differing settings and the
-    fixes, when resuming would continue a run under settings other than its own. Reads only; see `start_run`.
+    fixes, when resuming would continue a run under settings other than its own, when a changed setting could not take
+    effect on resume, and when a finished run would be trained further from anything but its finished state. Reads
+    only; see `start_run`.
     """
     output_dir = Path(training_args.output_dir)
+    explicit = training_args.resume_from_checkpoint
+    if explicit is not None:
+        check_explicit_checkpoint(script_args, explicit, settings)
     if script_args.overwrite_output_dir:
-        return training_args.resume_from_checkpoint, False
-    record_file = output_dir / RUN_RECORD
-    record = json.loads(record_file.read_text()) if record_file.is_file() else None
-    checkpoint = training_args.resume_from_checkpoint or last_complete_checkpoint(output_dir)
+        return explicit, False
+    record = read_run_record(output_dir)
+    checkpoint = explicit or last_complete_checkpoint(output_dir)
     fixes = (
         "Use another `--output_dir`, pass `--overwrite_output_dir` to delete its checkpoints and train from scratch, "
         "or `--accept_changed_settings` to resume with the new settings from the resumed step on."
     )
     if record is None:
-        if checkpoint and not training_args.resume_from_checkpoint and not script_args.accept_changed_settings:
+        if checkpoint and not explicit and not script_args.accept_changed_settings:
             raise ValueError(
                 f"{output_dir} holds checkpoints without a record of the settings they were trained with "
                 f"({RUN_RECORD}), so resuming {checkpoint} cannot be checked. {fixes}"
             )
         return checkpoint, False
-    finished = record["finished_step"] is not None
+    finished_step = record["finished_step"]
     differences = setting_differences(record["settings"], settings)
-    if differences and (checkpoint or finished) and not script_args.accept_changed_settings:
+    if not differences or not (checkpoint or finished_step is not None):
+        return checkpoint, finished_step is not None and not differences
+    if not script_args.accept_changed_settings:
         raise ValueError(
             f"{output_dir} holds a run started with other settings; resuming it would mix them:\n  "
             + "\n  ".join(differences)
             + f"\n{fixes}"
         )
-    return checkpoint, finished and not differences
+    if checkpoint is not None:
+        check_fixed_on_resume(checkpoint, settings)
+    if finished_step is not None:
+        check_train_further(training_args, finished_step, checkpoint)
+    return checkpoint, False
+
+
+def finished_report(output_dir: Path, finished_step: int) -> str:
+    """What a finished run produced, shown again when it is rerun with the same settings."""
+    lines = [
+        f"{output_dir} holds a finished run (step {finished_step}) with these settings: nothing to train. The "
+        "model, its processor and its card (README.md) are there."
+    ]
+    results = output_dir / "demo_results.json"
+    if results.is_file():
+        report = json.loads(results.read_text())
+        lines.append(
+            f"Demo results ({results.name}): held-out accuracy of the student {100 * report['before']['accuracy']:.1f}% "
+            f"before, {100 * report['after']['accuracy']:.1f}% after; within-group AUC of gate vs correctness "
+            f"{report['gates']['gate_auc']:.2f} (0.5 = chance); picture: {output_dir / 'demo.png'}."
+        )
+    checkpoint = last_complete_checkpoint(output_dir)
+    if checkpoint and checkpoint_step(checkpoint) == finished_step:
+        lines.append("To train further, raise `--max_steps` and pass `--accept_changed_settings`;")
+    else:
+        lines.append(
+            f"No checkpoint of step {finished_step} was kept: to train further, start a new run with "
+            f"`--model_name_or_path {output_dir}`;"
+        )
+    lines.append("to start over, pass `--overwrite_output_dir`.")
+    return "\n".join(lines)
 
 
 def start_run(script_args: VZeroScriptArguments, training_args: VZeroConfig, settings: dict) -> None:
@@ -261,15 +404,22 @@ def splits(script_args: VZeroScriptArguments, training_args: VZeroConfig):
     if not isinstance(train, datasets.Dataset):
         raise ValueError("`eval_holdout` needs a map-style dataset; it cannot split a streamed one.")
     holdout = script_args.eval_holdout
-    if holdout <= 0:
-        raise ValueError(f"`eval_holdout` must be a fraction in (0, 1) or a number of rows >= 1, got {holdout}.")
-    parts = train.train_test_split(test_size=int(holdout) if holdout >= 1 else holdout, seed=training_args.seed)
+    # As `datasets` rounds a fraction: up. Counted here so that a split that leaves no row on either side is named.
+    held_out = int(holdout) if holdout >= 1 else math.ceil(holdout * len(train))
+    if not 1 <= held_out < len(train):
+        raise ValueError(
+            f"`eval_holdout` ({holdout}) holds out {held_out} of the {len(train)} training rows of "
+            f"{script_args.dataset_name}, which leaves {'no row to train on' if held_out else 'no row to evaluate on'}."
+            f" Hold out between 1 and {len(train) - 1} rows (a fraction, or a number of rows)."
+        )
+    parts = train.train_test_split(test_size=held_out, seed=training_args.seed)
     return parts["train"], parts["test"]
 
 
 def main(
     script_args: VZeroScriptArguments, training_args: VZeroConfig, model_args: ModelConfig
 ) -> VZeroTrainer | None:
+    check_model_args(model_args)
     # A served teacher (`teacher_server_urls`) is not loaded: `teacher_model_name_or_path` only names the served model.
     local_teacher = training_args.teacher_source == "external" and not training_args.teacher_server_urls
     if local_teacher and not training_args.teacher_model_name_or_path:
@@ -282,10 +432,8 @@ def main(
     settings = run_settings(script_args, training_args, model_args)
     checkpoint, finished = resume_checkpoint(script_args, training_args, settings)
     if finished:
-        PartialState().print(
-            f"{training_args.output_dir} holds a finished run with these settings: nothing to train. To train further, "
-            "raise `--max_steps` and pass `--accept_changed_settings`; to start over, pass `--overwrite_output_dir`."
-        )
+        output_dir = Path(training_args.output_dir)
+        PartialState().print(finished_report(output_dir, read_run_record(output_dir)["finished_step"]))
         return None
     demo_record = build_demo_assets(script_args, training_args, model_args) if script_args.build_demo_assets else None
 

@@ -639,6 +639,17 @@ def test_normalised_boxes_read_as_pixels_are_rejected_saying_which_format_to_use
     assert error.value.reason == "normalised_bbox"
 
 
+@pytest.mark.parametrize("fmt", ["xyxy", "xywh"])
+def test_a_tiny_image_keeps_its_pixel_box(fmt):
+    # A whole pixel of a 2x2 image used to be rejected as `normalised_bbox`, with advice to use `xyxy_norm`.
+    assert parse_bbox([1, 0, 2, 1] if fmt == "xyxy" else [1, 0, 1, 1], (2, 2), fmt) == (1, 0, 2, 1)
+    assert parse_bbox([0, 0, 1, 1], (4, 3), fmt) == (0, 0, 1, 1)
+    with pytest.raises(RejectedRow, match=r"at most the corner pixel of the 5x4 image.*bbox_format='xyxy_norm'"):
+        parse_bbox([0, 0, 1, 1], (5, 4), fmt)  # a quarter of a side or less: normalised
+    with pytest.raises(RejectedRow, match=r"corner pixel of the 2x2 image"):
+        parse_bbox([0.5, 0, 1, 1], (2, 2), fmt)  # fractions are not pixels
+
+
 def test_crop_margin_error_names_the_value():
     with pytest.raises(ValueError, match=r"`crop_margin` must be >= 0, got -0.5"):
         PrepareConfig(dataset="x", output_dir="y", crop_margin=-0.5)

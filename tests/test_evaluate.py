@@ -13,6 +13,7 @@ import torch
 from fixtures.benchmarks import encode, picture, write_all_fixtures
 from safetensors.torch import load_file, save_file
 
+import vzero_trl.eval.evaluate as evaluate_module
 from vzero_trl.eval.answers import score_item
 from vzero_trl.eval.evaluate import (
     EvaluateConfig,
@@ -375,3 +376,79 @@ def test_rows_that_cannot_be_asked_are_recorded_as_errors_and_the_run_goes_on(ti
     assert "2 item(s) could not be asked" in (tmp_path / "eval" / "report.md").read_text()
     # A rerun does not ask them again.
     assert evaluate(run, generator=counting(answering(True)))["benchmarks"]["vstar"]["errors"] == 2
+
+
+# --- one record per item ----------------------------------------------------------------------------------------------
+
+
+def records_per_item(path):
+    keys = [(record["benchmark"], record["id"]) for record in map(json.loads, path.read_text().splitlines())]
+    return keys, set(keys)
+
+
+KILL_SETTINGS = dict(benchmarks=["vstar", "mmstar"], limit=3, batch_size=2)  # 6 items in 4 batches: 2, 1, 2, 1
+
+
+@pytest.mark.parametrize("written", range(7))  # a kill after any number of records, mid-way through the next line
+def test_a_kill_at_any_point_then_a_rerun_leaves_one_record_per_item(
+    fixtures, tiny_model, tmp_path, monkeypatch, written
+):
+    reference = evaluate(config(tmp_path / "whole", tiny_model, fixtures, **KILL_SETTINGS), generator=answering(True))
+    append = evaluate_module._append
+    budget = {"left": written}
+
+    def killed_while_writing(path, done, records):
+        kept, budget["left"] = records[: budget["left"]], budget["left"] - len(records)
+        append(path, done, kept)
+        if budget["left"] < 0:
+            with open(path, "a") as file:
+                file.write(json.dumps(records[len(kept)])[:25])  # the start of the next line
+            raise KeyboardInterrupt
+
+    run = config(tmp_path, tiny_model, fixtures, **KILL_SETTINGS)
+    monkeypatch.setattr(evaluate_module, "_append", killed_while_writing)
+    if written < 6:
+        with pytest.raises(KeyboardInterrupt):
+            evaluate(run, generator=answering(True))
+    monkeypatch.setattr(evaluate_module, "_append", append)
+    resumed = evaluate(run, generator=answering(True))
+    keys, unique = records_per_item(tmp_path / "eval" / "predictions.jsonl")
+    assert len(keys) == len(unique) == 6  # the records of a cut batch used to be appended a second time
+    assert {k: v for k, v in resumed.items() if k != "settings"} == {
+        k: v for k, v in reference.items() if k != "settings"
+    }
+
+
+def test_a_larger_limit_adds_only_the_new_items(fixtures, tiny_model, tmp_path):
+    generate = counting(answering(True))
+    evaluate(config(tmp_path, tiny_model, fixtures, benchmarks=["vstar"], limit=3, batch_size=2), generator=generate)
+    summary = evaluate(
+        config(tmp_path, tiny_model, fixtures, benchmarks=["vstar"], limit=4, batch_size=2), generator=generate
+    )
+    keys, unique = records_per_item(tmp_path / "eval" / "predictions.jsonl")
+    assert len(keys) == len(unique) == 4 and summary["benchmarks"]["vstar"]["items"] == 4
+
+
+def test_predictions_holding_an_item_twice_are_rewritten_with_one_record_each(fixtures, tiny_model, tmp_path):
+    run = config(tmp_path, tiny_model, fixtures, benchmarks=["vstar"], limit=2)
+    first = evaluate(run, generator=answering(True))
+    path = tmp_path / "eval" / "predictions.jsonl"
+    lines = path.read_text().splitlines()
+    wrong = json.loads(lines[0]) | {"correct": False, "response": "later"}
+    path.write_text("\n".join([*lines, json.dumps(wrong)]) + "\n")  # as an older version appended on resume
+    assert evaluate(run, generator=answering(False))["benchmarks"] == first["benchmarks"]
+    assert path.read_text().splitlines() == lines  # the first record of each item, once
+
+
+def test_duplicated_item_ids_are_refused_at_load(tmp_path):
+    # Two rows under one id used to be scored from one record: 100.0 where the answers deserve 75.0.
+    rows = []
+    for i in (0, 1, 1, 2, 3, 3):
+        image = base64.b64encode(encode(picture((64, 48), (200, 150, 40)))).decode()
+        text = "What is the colour of the cup?\n(A) red\n(B) blue\nAnswer with the option's letter."
+        rows.append({"question_id": i, "image": image, "text": text, "label": "A", "category": "direct_attributes"})
+    source = tmp_path / "vstar.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(ValueError, match=r"holds 2 vstar id\(s\) on more than one row \('1', '3'\).*`question_id`"):
+        load_benchmark("vstar", str(source))
+    assert len(load_benchmark("vstar", str(source), limit=2)) == 2  # the rows read are unique

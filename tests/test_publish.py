@@ -46,6 +46,7 @@ def test_push_final_model_and_checkpoints_then_load_them_back(fake_hub, tmp_path
         "README.md",
         "last-checkpoint/model.safetensors",
         "last-checkpoint/trainer_state.json",
+        "last-checkpoint/vzero_checkpoint.json",  # marked complete before the push: resumable from the Hub too
     ):
         assert name in stored, name
     assert not any(name.startswith("checkpoint-") for name in stored)  # local checkpoint folders stay local

@@ -4,6 +4,7 @@ import copy
 import logging
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from datasets import Dataset, Image
@@ -20,9 +21,12 @@ from helpers import (
     teacher_view,
 )
 from peft import LoraConfig
+from PIL import Image as PILImage
+from transformers import AutoConfig
 
 from vzero_trl import VZeroTrainer
 from vzero_trl.gating import evidence_scores, evidence_weights
+from vzero_trl.images import to_rgb
 from vzero_trl.toy.synthetic import make_dataset
 
 
@@ -280,6 +284,36 @@ def test_gated_top_k_jsd_matches_its_definition(tiny_models, tmp_path, dataset):
     trainer.train()
     entry = next(entry for entry in trainer.state.log_history if "loss" in entry)
     assert entry["distillation/divergence"] > 0 and "distillation/reverse_kl" not in entry
+
+
+def test_a_top_k_larger_than_the_vocabulary_is_refused_at_construction(tiny_models, tmp_path, dataset):
+    # It used to be accepted and to die at the first step inside torch's topk.
+    vocab_size = AutoConfig.from_pretrained(tiny_models[0]).get_text_config().vocab_size
+    make_trainer(tiny_models, tmp_path, dataset, loss_type="full_reverse_kl", loss_top_k=vocab_size, max_steps=1)
+    with pytest.raises(
+        ValueError, match=rf"`loss_top_k` \({vocab_size + 1}\) is larger than the vocabulary.*at most {vocab_size}"
+    ):
+        make_trainer(tiny_models, tmp_path, dataset, loss_type="full_reverse_kl", loss_top_k=vocab_size + 1)
+
+
+def test_the_teacher_scores_the_crop_as_prepare_data_converts_it(tiny_models, tmp_path, dataset):
+    # A 16-bit grey crop: prepare_data maps 0..65535 onto 0..255, the processor's own conversion clipped every value
+    # above 255 to white, and the teacher scored another crop than the data holds.
+    trainer = make_trainer(tiny_models, tmp_path, dataset, evidence_alpha=0.0)
+    grey = np.asarray(dataset[0]["crop"].convert("L"), dtype=np.uint16) * 257
+    crop = PILImage.fromarray(grey)  # mode I;16
+    scored = []
+    for view in (crop, to_rgb(crop)):
+        torch.manual_seed(0)
+        scored.append(generation_batch(trainer, [{**dataset[0], "crop": view}] * 4))
+    assert torch.equal(scored[0]["completion_ids"], scored[1]["completion_ids"])
+    torch.testing.assert_close(scored[0]["teacher_logps"], scored[1]["teacher_logps"], rtol=0, atol=0)
+
+
+def test_rows_that_the_crop_only_view_cannot_use_are_refused_before_training(tiny_models, tmp_path, dataset):
+    two = dataset.select(range(4)).map(lambda r: {"images": [r["image"], r["image"]]}, remove_columns=["image"])
+    with pytest.raises(ValueError, match=r"train_dataset row id=.*it has 2 images, and `teacher_view: crop_only`"):
+        make_trainer(tiny_models, tmp_path, two, teacher_view="crop_only")
 
 
 # --- training runs ----------------------------------------------------------------------------------------------------

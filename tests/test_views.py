@@ -175,3 +175,64 @@ def test_crop_only_view_renders_as_the_student_prompt_with_the_crop(tiny_models)
     assert framed == render(prompt).replace("<|vision_start|>", "Zoomed in: <|vision_start|>", 1).replace(
         "<|vision_end|>", "<|vision_end|>\n", 1
     )
+
+
+# --- images read as preparation reads them ----------------------------------------------------------------------------
+
+
+def test_check_row_converts_images_as_prepare_data_does():
+    # Transparent pixels whose stored colour is black: the processor's convert("RGB") showed them black, prepare_data
+    # (and so the data the crop was cut from) shows them white.
+    crop = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
+    crop.putpixel((0, 0), (255, 0, 0, 255))
+    deep = Image.new("I;16", (8, 8))
+    deep.putpixel((0, 0), 65535)
+    deep.putpixel((1, 0), 32896)  # 128 * 257
+    example = row(crop=crop, image=deep)
+    check_row(example, ["crop", "negative_crop"], 0)
+    assert example["crop"].mode == "RGB" and example["image"].mode == "RGB"
+    assert example["crop"].getpixel((0, 0)) == (255, 0, 0) and example["crop"].getpixel((5, 5)) == (255, 255, 255)
+    assert example["image"].getpixel((0, 0)) == (255, 255, 255) and example["image"].getpixel((1, 0)) == (128,) * 3
+    rgb = row()
+    original = rgb["crop"]
+    check_row(rgb, ["crop"], 0)
+    assert rgb["crop"] is original  # an RGB image is left as it is
+
+    listed = row(images=[Image.new("LA", (8, 8), (10, 0))])
+    del listed["image"]
+    check_row(listed, ["crop"], 0)
+    assert listed["images"][0].getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_check_row_names_a_row_whose_image_mode_cannot_be_converted():
+    with pytest.raises(
+        ValueError, match=r"row id='r1': column 'negative_crop' holds an image that cannot be converted.*'La'"
+    ):
+        check_row(row(negative_crop=Image.new("La", (8, 8))), ["crop", "negative_crop"], 0)
+
+
+def test_rows_are_checked_against_the_crop_only_teacher_view():
+    two = row(images=[Image.new("RGB", (8, 8)), Image.new("RGB", (8, 8))])
+    del two["image"]
+    check_row(dict(two), ["crop"], 0)  # the appended crop works with any number of images
+    with pytest.raises(
+        ValueError, match=r"row id='r1': it has 2 images, and `teacher_view: crop_only`.*full_and_crop"
+    ):
+        check_row(two, ["crop"], 0, teacher_view="crop_only")
+
+    image = Image.new("RGB", (4, 4))
+    data = datasets.Dataset.from_dict(
+        {
+            "id": ["a", "b", "c"],
+            "prompt": [[{"role": "user", "content": "q"}]] * 3,
+            "images": [[image], [image, image], []],
+            "crop": [image] * 3,
+        }
+    )
+    check_dataset_columns(data, ["crop"], "train_dataset")
+    check_dataset_columns(data.select([0]), ["crop"], "train_dataset", teacher_view="crop_only")
+    with pytest.raises(
+        ValueError,
+        match=r"train_dataset row id='b' \(2 row\(s\) in all\): it has 2 images, and `teacher_view: crop_only`",
+    ):
+        check_dataset_columns(data, ["crop"], "train_dataset", teacher_view="crop_only")

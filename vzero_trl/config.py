@@ -1,11 +1,11 @@
 """`VZeroConfig`: the one flat configuration of V-Zero training, a `trl.DistillationConfig` with the V-Zero fields."""
 
-import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 from trl import DistillationConfig
 
+from .checks import check_range
 from .views import TEACHER_CROP_PREFIX, TEACHER_CROP_SUFFIX
 
 
@@ -351,15 +351,18 @@ class VZeroConfig(DistillationConfig):
         return bool(self.activation_checkpointing) and any((k or {}).get("use_reentrant") for k in kwargs)
 
     def __post_init__(self):
+        # The numbers are checked first, as the user gave them, so that no library trips over a NaN before its option
+        # is named.
+        self._check_numbers()
         super().__post_init__()
-        self.num_generations_eval = self.num_generations_eval or self.num_generations
+        check_range("pad_to_multiple_of", self.pad_to_multiple_of, 1, integer=True, optional=True)  # "auto" resolved
+        if self.num_generations_eval is None:
+            self.num_generations_eval = self.num_generations
         _check_choice("evidence_std", self.evidence_std, ("population", "sample"))
         _check_choice("loss_type", self.loss_type, ("sampled_token", "full_reverse_kl"))
         _check_choice("loss_aggregation", self.loss_aggregation, ("sequence", "token"))
         _check_choice("teacher_view", self.teacher_view, ("full_and_crop", "crop_only"))
         _check_choice("teacher_source", self.teacher_source, ("external", "frozen", "ema"))
-        if not 0 < self.teacher_ema_rate <= 1:
-            raise ValueError(f"`teacher_ema_rate` must be in (0, 1], got {self.teacher_ema_rate}.")
         if self.offload_teacher and (self.teacher_source != "external" or self.loss_type != "sampled_token"):
             raise ValueError(
                 f"`offload_teacher` applies to an external teacher with the sampled-token loss, got "
@@ -373,58 +376,31 @@ class VZeroConfig(DistillationConfig):
         _check_choice("teacher_scoring", self.teacher_scoring, ("shared_prefix", "per_sequence"))
         _check_choice("student_scoring", self.student_scoring, ("shared_prefix", "per_sequence"))
 
-        if self.num_generations < 1 or self.num_generations_eval < 1:
-            raise ValueError(
-                f"`num_generations` ({self.num_generations}) and `num_generations_eval` ({self.num_generations_eval}) "
-                "must be at least 1."
-            )
-        if self.evidence_alpha < 0:
-            raise ValueError(
-                f"`evidence_alpha` must be >= 0, got {self.evidence_alpha}. Use 1.0 (paper), 0.5 (official code) or 0 "
-                "to switch gating off."
-            )
         if self.evidence_alpha > 0 and min(self.num_generations, self.num_generations_eval) < 2:
             raise ValueError(
                 f"Evidence gating ranks the rollouts of a prompt against each other, so it needs at least 2 per prompt, "
                 f"got num_generations={self.num_generations} and num_generations_eval={self.num_generations_eval}. "
                 "Raise them, or set `evidence_alpha=0` for plain on-policy distillation."
             )
-        if self.evidence_gamma < 0:
-            raise ValueError(f"`evidence_gamma` must be >= 0 (1.0 gives eq. 18), got {self.evidence_gamma}.")
-        if not 0 <= self.evidence_weight_min <= 1 <= self.evidence_weight_max:
-            raise ValueError(
-                f"The gate bounds must satisfy 0 <= evidence_weight_min <= 1 <= evidence_weight_max, got "
-                f"evidence_weight_min={self.evidence_weight_min} and evidence_weight_max={self.evidence_weight_max}: "
-                "a rollout as grounded as its siblings keeps weight 1, and no weight is negative. The paper uses 0 and 2."
-            )
-        if self.evidence_eps <= 0:
-            raise ValueError(f"`evidence_eps` must be > 0, got {self.evidence_eps}.")
-        if self.log_ratio_clip is not None and self.log_ratio_clip <= 0:
-            raise ValueError(f"`log_ratio_clip` must be > 0 or None, got {self.log_ratio_clip}.")
         if self.log_ratio_clip is not None and self.loss_type != "sampled_token":
             raise ValueError(
                 f"`log_ratio_clip` ({self.log_ratio_clip}) only applies to loss_type='sampled_token', got "
                 f"loss_type={self.loss_type!r}. Unset it, or use the sampled-token loss."
-            )
-        if not 0 < self.beta <= 1:
-            raise ValueError(
-                f"`beta` must be in (0, 1] (1: reverse KL, below: generalized JSD), got {self.beta}. The forward KL "
-                "(beta=0) is not supported."
             )
         if self.beta != 1.0 and self.loss_type != "full_reverse_kl":
             raise ValueError(
                 f"The sampled-token loss estimates the reverse KL, so `beta` must be 1.0 with it, got {self.beta}. Set "
                 "`loss_type='full_reverse_kl'` for the generalized JSD, or remove `beta` from the config."
             )
-        if self.rollout_importance_clip is not None and (self.rollout_importance_clip <= 0 or not self.use_vllm):
+        if self.rollout_importance_clip is not None and not self.use_vllm:
             raise ValueError(
-                f"`rollout_importance_clip` must be > 0 and corrects vLLM rollouts (`use_vllm=True`), got "
+                f"`rollout_importance_clip` corrects vLLM rollouts (`use_vllm=True`), got "
                 f"rollout_importance_clip={self.rollout_importance_clip} and use_vllm={self.use_vllm}: without vLLM the "
                 "trainer samples the rollouts itself."
             )
-        if self.loss_top_k is not None and (self.loss_top_k < 1 or self.loss_type != "full_reverse_kl"):
+        if self.loss_top_k is not None and self.loss_type != "full_reverse_kl":
             raise ValueError(
-                f"`loss_top_k` must be a positive number of tokens and needs loss_type='full_reverse_kl', got "
+                f"`loss_top_k` needs loss_type='full_reverse_kl', got "
                 f"loss_top_k={self.loss_top_k} and loss_type={self.loss_type!r}."
             )
         if self.temperature != 1.0:
@@ -444,8 +420,6 @@ class VZeroConfig(DistillationConfig):
                 f"`crop_column` and `negative_crop_column` are both {self.crop_column!r}: the gate would compare a view "
                 "with itself and every weight would be 1. Point `negative_crop_column` at the negative crops."
             )
-        if self.teacher_batch_size is not None and self.teacher_batch_size < 1:
-            raise ValueError(f"`teacher_batch_size` must be >= 1 or None, got {self.teacher_batch_size}.")
         if self.auto_find_batch_size:
             raise ValueError(
                 "`auto_find_batch_size` is not supported: it shrinks the batch on out-of-memory errors, which would "
@@ -471,19 +445,6 @@ class VZeroConfig(DistillationConfig):
 
     def _check_teacher_server(self) -> None:
         self.teacher_server_urls = list(self.teacher_server_urls or []) or None
-        # Written so that NaN fails every range check.
-        if not (self.teacher_server_timeout > 0 and math.isfinite(self.teacher_server_timeout)):
-            raise ValueError(
-                f"`teacher_server_timeout` must be a positive number of seconds, got {self.teacher_server_timeout}."
-            )
-        if not (self.teacher_server_backoff >= 0 and math.isfinite(self.teacher_server_backoff)):
-            raise ValueError(
-                f"`teacher_server_backoff` must be a number of seconds >= 0, got {self.teacher_server_backoff}."
-            )
-        if not self.teacher_server_retries >= 0:
-            raise ValueError(f"`teacher_server_retries` must be >= 0, got {self.teacher_server_retries}.")
-        if not self.teacher_server_concurrency >= 1:
-            raise ValueError(f"`teacher_server_concurrency` must be >= 1, got {self.teacher_server_concurrency}.")
         if self.teacher_server_urls is None:
             return
         for url in self.teacher_server_urls:
@@ -511,6 +472,86 @@ class VZeroConfig(DistillationConfig):
                 "`offload_teacher` moves a local teacher's weights; a served teacher (`teacher_server_urls`) has none "
                 "in training. Unset one of them."
             )
+
+    def _check_numbers(self) -> None:
+        """Every numeric field of V-Zero and of `DistillationConfig` is a finite number in its range (NaN fails)."""
+        gate = (
+            "The paper uses 0 and 2: a rollout as grounded as its siblings keeps weight 1, and no weight is negative."
+        )
+        check_range("num_generations", self.num_generations, 1, integer=True)
+        check_range("num_generations_eval", self.num_generations_eval, 1, integer=True, optional=True)
+        check_range("teacher_ema_rate", self.teacher_ema_rate, 0, 1, open_low=True, fix="Vision-OPD uses 0.05.")
+        check_range(
+            "evidence_alpha",
+            self.evidence_alpha,
+            0,
+            fix="Use 1.0 (paper), 0.5 (official code) or 0 to switch gating off.",
+        )
+        check_range("evidence_gamma", self.evidence_gamma, 0, fix="1.0 gives the plain gap of eq. 18.")
+        check_range("evidence_weight_min", self.evidence_weight_min, 0, 1, fix=gate)
+        check_range("evidence_weight_max", self.evidence_weight_max, 1, fix=gate)
+        check_range("evidence_eps", self.evidence_eps, 0, open_low=True, fix="The paper uses 1e-6.")
+        beta = "1 is the reverse KL, below 1 the generalized JSD; the forward KL (0) is not supported."
+        check_range("beta", self.beta, 0, 1, open_low=True, fix=beta)
+        clip = dict(open_low=True, optional=True)
+        check_range("log_ratio_clip", self.log_ratio_clip, 0, **clip, fix="The official code uses 10; or unset it.")
+        check_range("rollout_importance_clip", self.rollout_importance_clip, 0, **clip, fix="Vision-OPD uses 2.")
+        count = dict(integer=True, optional=True)
+        check_range("loss_top_k", self.loss_top_k, 1, **count, fix="Vision-OPD uses 100.")
+        check_range("teacher_batch_size", self.teacher_batch_size, 1, **count)
+        check_range("max_completion_length", self.max_completion_length, 1, **count)
+        check_range("vllm_max_model_length", self.vllm_max_model_length, 1, **count)
+        check_range("max_tool_calling_iterations", self.max_tool_calling_iterations, 0, **count)
+        check_range("num_completions_to_print", self.num_completions_to_print, 0, **count)
+        check_range("min_p", self.min_p, 0, 1, optional=True)
+        check_range("top_p", self.top_p, 0, 1, open_low=True)
+        check_range("top_k", self.top_k, 0, integer=True, fix="0 samples from the whole vocabulary.")
+        check_range("repetition_penalty", self.repetition_penalty, 0, open_low=True, fix="1.0 leaves it off.")
+        check_range("vllm_server_port", self.vllm_server_port, 1, 65535, integer=True)
+        check_range("vllm_group_port", self.vllm_group_port, 1, 65535, integer=True)
+        check_range("vllm_server_timeout", self.vllm_server_timeout, 0, open_low=True)
+        check_range("vllm_gpu_memory_utilization", self.vllm_gpu_memory_utilization, 0, 1, open_low=True)
+        check_range("vllm_tensor_parallel_size", self.vllm_tensor_parallel_size, 1, integer=True)
+        check_range("teacher_server_timeout", self.teacher_server_timeout, 0, open_low=True, fix="Seconds.")
+        check_range("teacher_server_backoff", self.teacher_server_backoff, 0, fix="Seconds before the first retry.")
+        check_range("teacher_server_retries", self.teacher_server_retries, 0, integer=True)
+        check_range("teacher_server_concurrency", self.teacher_server_concurrency, 1, integer=True)
+        self._check_training_numbers()
+
+    def _check_training_numbers(self) -> None:
+        """The numeric fields inherited from `TrainingArguments`, which checks few of them (NaN passes its checks)."""
+        count, unset = dict(integer=True), dict(integer=True, optional=True)
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            check_range(name, getattr(self, name), 1, **count)
+        check_range("max_steps", self.max_steps, -1, **count, fix="-1 trains for `num_train_epochs` instead.")
+        if self.max_steps == 0:
+            raise ValueError("`max_steps` must be >= 1, or -1 to train for `num_train_epochs`, got 0.")
+        check_range("num_train_epochs", self.num_train_epochs, 0, open_low=True)
+        check_range("learning_rate", self.learning_rate, 0, fix="The paper uses 1e-6.")
+        check_range("weight_decay", self.weight_decay, 0)
+        check_range("adam_beta1", self.adam_beta1, 0, 1, open_high=True)
+        check_range("adam_beta2", self.adam_beta2, 0, 1, open_high=True)
+        check_range("adam_epsilon", self.adam_epsilon, 0)
+        check_range("max_grad_norm", self.max_grad_norm, 0, fix="0 turns clipping off.")
+        check_range("label_smoothing_factor", self.label_smoothing_factor, 0, 1)
+        check_range("neftune_noise_alpha", self.neftune_noise_alpha, 0, open_low=True, optional=True)
+        steps = "Below 1 it is a fraction of the training steps, from 1 on a number of steps."
+        check_range("warmup_steps", self.warmup_steps, 0, fix=steps)
+        for name in ("logging_steps", "save_steps"):
+            check_range(name, getattr(self, name), 0, open_low=True, fix=steps)
+        check_range("eval_steps", self.eval_steps, 0, open_low=True, optional=True, fix=steps)
+        check_range("eval_delay", self.eval_delay, 0)
+        check_range("eval_accumulation_steps", self.eval_accumulation_steps, 1, **unset)
+        check_range("torch_empty_cache_steps", self.torch_empty_cache_steps, 1, **unset)
+        check_range("save_total_limit", self.save_total_limit, 1, **unset, fix="Unset it to keep every checkpoint.")
+        seed = "Seeds are below 2**32 (numpy's limit)."
+        check_range("seed", self.seed, 0, 2**32 - 1, **count, fix=seed)
+        check_range("data_seed", self.data_seed, 0, 2**32 - 1, **unset, fix=seed)
+        check_range("dataloader_num_workers", self.dataloader_num_workers, 0, **count)
+        check_range("dataloader_prefetch_factor", self.dataloader_prefetch_factor, 1, **unset)
+        check_range("ddp_bucket_cap_mb", self.ddp_bucket_cap_mb, 1, **unset)
+        check_range("ddp_timeout", self.ddp_timeout, 1, **count)
+        check_range("local_rank", self.local_rank, -1, **count, fix="The launcher sets it; leave it out.")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

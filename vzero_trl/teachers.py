@@ -22,6 +22,8 @@ import torch
 from accelerate.utils import is_peft_model
 from transformers import PreTrainedModel, TrainerCallback
 
+from .checkpoints import atomic_save
+
 
 EMA_FILE = "ema_teacher.pt"
 
@@ -142,10 +144,9 @@ class EMACallback(TrainerCallback):
 
 
 def save_ema(teacher: torch.nn.Module, checkpoint_dir: str) -> None:
-    """Write the EMA teacher's parameters into a checkpoint folder (beside the student's weights)."""
-    torch.save(
-        {name: p.detach().cpu() for name, p in teacher.named_parameters()}, os.path.join(checkpoint_dir, EMA_FILE)
-    )
+    """Write the EMA teacher's parameters into a checkpoint folder (beside the student's weights), atomically."""
+    state = {name: p.detach().cpu() for name, p in teacher.named_parameters()}
+    atomic_save(state, os.path.join(checkpoint_dir, EMA_FILE))
 
 
 def load_ema(teacher: torch.nn.Module, checkpoint_dir: str) -> None:

@@ -12,7 +12,7 @@ from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
 from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedModel, ProcessorMixin, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from transformers.utils import logging
 from trl import DistillationTrainer
 from trl.extras.profiling import profiling_context
@@ -26,6 +26,7 @@ from trl.trainer.utils import (
 )
 
 from .card import PAPER, build_model_card, teacher_description, tracking_urls
+from .checkpoints import remove_marker, set_learning_rate, write_marker
 from .completions_table import log_completions_table
 from .config import VZeroConfig
 from .gating import (
@@ -133,8 +134,8 @@ class VZeroTrainer(DistillationTrainer):
         if not isinstance(args, VZeroConfig):
             raise TypeError(f"`args` must be a VZeroConfig, got {type(args).__name__}.")
         check_teacher_model(args.teacher_source, teacher_model, served=bool(args.teacher_server_urls))
-        check_dataset_columns(train_dataset, args.crop_columns, "train_dataset")
-        check_dataset_columns(eval_dataset, args.crop_columns, "eval_dataset")
+        check_dataset_columns(train_dataset, args.crop_columns, "train_dataset", teacher_view=args.teacher_view)
+        check_dataset_columns(eval_dataset, args.crop_columns, "eval_dataset", teacher_view=args.teacher_view)
         if processing_class is None:  # as `trl.DistillationTrainer.__init__` loads it (TRL 1.16)
             processing_class = student_processor(model, args.model_init_kwargs, args.trust_remote_code)
 
@@ -169,6 +170,12 @@ class VZeroTrainer(DistillationTrainer):
         if not args.teacher_server_urls:
             check_teacher_scoring(args.teacher_scoring, teacher_config.model_type)
         student_config = self.accelerator.unwrap_model(self.model).config
+        vocab_size = min(config.get_text_config().vocab_size for config in (student_config, teacher_config))
+        if args.loss_top_k is not None and args.loss_top_k > vocab_size:
+            raise ValueError(
+                f"`loss_top_k` ({args.loss_top_k}) is larger than the vocabulary of the models ({vocab_size} tokens). "
+                f"Set it to at most {vocab_size} (Vision-OPD uses 100), or unset it for the whole vocabulary."
+            )
         # Read after `super().__init__`, which may force reentrant checkpointing (PEFT with DeepSpeed ZeRO-3).
         reason = unsupported_reason(student_config.model_type, args.reentrant_checkpointing)
         self._student_shared = args.student_scoring == "shared_prefix" and reason is None
@@ -202,10 +209,47 @@ class VZeroTrainer(DistillationTrainer):
         return None if self.teacher_model is None else self.accelerator.unwrap_model(self.teacher_model)
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if self.args.teacher_source == "ema" and self.args.should_save:
-            folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"  # as `transformers.Trainer._save_checkpoint`
-            save_ema(self.teacher_model, os.path.join(self._get_output_dir(trial=trial), folder))
+        # A checkpoint counts once `vzero_checkpoint.json` lists its files ([`vzero_trl.checkpoints`]): V-Zero's own
+        # state first, then the base class's files, then, once every process has written its part, the marker (before
+        # a push, so that the pushed copy is complete too). Older checkpoints are rotated out only after that (the base
+        # class would rotate before it), so a kill while saving always leaves a complete checkpoint behind.
+        run_dir = self._get_output_dir(trial=trial)
+        folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")  # the base class's name
+        if self.args.should_save:
+            os.makedirs(folder, exist_ok=True)
+            remove_marker(folder)
+            if self.args.teacher_source == "ema":
+                save_ema(self.teacher_model, folder)
+        save_total_limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = save_total_limit
+        self._mark_complete(folder)
+        if self.args.should_save:
+            rotate_checkpoints(run_dir, save_total_limit, self.state.best_model_checkpoint, use_mtime=True)
+
+    def _push_from_checkpoint(self, checkpoint_folder):
+        # Called by the base `_save_checkpoint` on every process once all files are written (TRL 1.16/transformers 5).
+        self._mark_complete(checkpoint_folder)
+        super()._push_from_checkpoint(checkpoint_folder)
+
+    def _mark_complete(self, folder: str) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            write_marker(folder, self.state.global_step)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        # The schedule's base rate, which the restored optimizer state brought back from the checkpoint.
+        if checkpoint is None or self.optimizer.param_groups[0].get("initial_lr") in (None, self.args.learning_rate):
+            return
+        restored = set_learning_rate(self.optimizer, self.lr_scheduler, self.args.learning_rate)
+        logger.warning(
+            f"Resuming {checkpoint} with learning_rate {self.args.learning_rate} instead of the {restored} it was "
+            f"saved with: the restored optimizer and scheduler now use it (current rate "
+            f"{self.lr_scheduler.get_last_lr()[0]:.6g} at optimizer step {self.lr_scheduler.last_epoch})."
+        )
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
@@ -343,7 +387,7 @@ class VZeroTrainer(DistillationTrainer):
         # the rollouts under both teacher views, gate, and hand the loss its inputs.
         args = self.args
         for index, row in enumerate(inputs):
-            check_row(row, args.crop_columns, index)
+            check_row(row, args.crop_columns, index, teacher_view=args.teacher_view)  # images to RGB, in place
         mode = "train" if self.model.training else "eval"
         num_generations = args.num_generations if mode == "train" else args.num_generations_eval
         local_rows = len(inputs)

@@ -21,10 +21,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import datasets
+import pyarrow.compute as pc
 from PIL import Image
 from trl.data_utils import is_conversational, prepare_multimodal_messages
 
-from .images import MAX_ASPECT_RATIO
+from .images import MAX_ASPECT_RATIO, BadImage, to_rgb
 
 
 # Paper Fig. 4: the teacher sees the full image and the question, then this sentence with the crop image between the
@@ -103,9 +104,16 @@ def teacher_messages(
     return messages
 
 
-def check_dataset_columns(dataset: Any, crop_columns: Sequence[str], name: str) -> None:
+def check_dataset_columns(
+    dataset: Any,
+    crop_columns: Sequence[str],
+    name: str,
+    *,
+    teacher_view: Literal["full_and_crop", "crop_only"] = "full_and_crop",
+) -> None:
     """
-    Fail before training when a dataset lacks a column V-Zero reads or stores images in a non-image column.
+    Fail before training when a dataset lacks a column V-Zero reads, stores images in a non-image column, or (for
+    `teacher_view="crop_only"`, map-style datasets) holds a row with other than one image, named with the setting.
 
     Args:
         dataset ([`~datasets.Dataset`], [`~datasets.IterableDataset`] or `dict` of them):
@@ -114,12 +122,14 @@ def check_dataset_columns(dataset: Any, crop_columns: Sequence[str], name: str) 
             Evidence columns that must exist (the positive, and the negative unless gating is off).
         name (`str`):
             How the error calls the dataset, e.g. `"train_dataset"`.
+        teacher_view (`str`, *optional*, defaults to `"full_and_crop"`):
+            The configured `teacher_view`.
     """
     if dataset is None:
         return
     if isinstance(dataset, dict):
         for key, value in dataset.items():
-            check_dataset_columns(value, crop_columns, f"{name}[{key!r}]")
+            check_dataset_columns(value, crop_columns, f"{name}[{key!r}]", teacher_view=teacher_view)
         return
     columns = dataset.column_names
     if columns is None:  # a streaming dataset whose features are unknown until read: rows are checked per batch
@@ -140,19 +150,43 @@ def check_dataset_columns(dataset: Any, crop_columns: Sequence[str], name: str) 
                 f"{name} column {column!r} has feature type {features[column]}, but V-Zero needs images there. If it "
                 f"holds paths or bytes, cast it: `dataset = dataset.cast_column({column!r}, datasets.Image())`."
             )
+    if teacher_view == "crop_only" and "images" in columns and isinstance(dataset, datasets.Dataset):
+        # Counted from the Arrow lists, without decoding an image; streamed rows are checked by `check_row`.
+        ids = dataset["id"] if "id" in columns else range(len(dataset))
+        images = dataset.select_columns(["images"]).with_format("arrow")
+        counts = [
+            n for batch in images.iter(batch_size=1000) for n in pc.list_value_length(batch["images"]).to_pylist()
+        ]
+        bad = [(row_id, n) for row_id, n in zip(ids, counts, strict=True) if n != 1]
+        if bad:
+            row_id, count = bad[0]
+            where = f"row id={row_id!r}" if "id" in columns else f"row {row_id}"
+            raise ValueError(
+                f"{name} {where} ({len(bad)} row(s) in all): {_CROP_ONLY_NEEDS_ONE_IMAGE.format(count=count)}"
+            )
 
 
-def check_row(row: dict[str, Any], crop_columns: Iterable[str], index: int) -> None:
+def check_row(
+    row: dict[str, Any],
+    crop_columns: Iterable[str],
+    index: int,
+    *,
+    teacher_view: Literal["full_and_crop", "crop_only"] = "full_and_crop",
+) -> None:
     """
-    Reject a row the teacher cannot replay, naming the row and the field.
+    Reject a row the teacher cannot replay, naming the row and the field, and convert its images in place to 8-bit RGB
+    with [`~vzero_trl.images.to_rgb`], as `scripts/prepare_data.py` converts them: the processor's own conversion is
+    lossy for some modes (it drops transparency, clips 16-bit values), and the views must show what the data holds.
 
     Args:
         row (`dict`):
-            A raw dataset row as the trainer receives it.
+            A raw dataset row as the trainer receives it. Its images are replaced by their RGB conversions.
         crop_columns (`Iterable[str]`):
             Evidence columns to check.
         index (`int`):
             Position of the row in its batch, used in the message when the row has no `id`.
+        teacher_view (`str`, *optional*, defaults to `"full_and_crop"`):
+            The configured `teacher_view`; `"crop_only"` needs exactly one image per row.
     """
     where = f"row id={row['id']!r}" if "id" in row else f"row {index} of the batch"
     if not is_conversational(row):
@@ -168,19 +202,46 @@ def check_row(row: dict[str, Any], crop_columns: Iterable[str], index: int) -> N
             f"{where}: column 'images' must be a non-empty list of images, got {images!r:.100}. V-Zero needs the full "
             "image the question is about: drop rows without one."
         )
-    for column, value in [*(("image", image) for image in images), *((c, row.get(c)) for c in crop_columns)]:
-        if not isinstance(value, Image.Image):
-            raise ValueError(
-                f"{where}: column {column!r} must hold a PIL image, got {type(value).__name__}. Store images in an "
-                f"`datasets.Image()` column (cast paths or bytes with `cast_column`) and drop rows without one."
-            )
-        width, height = value.size
-        if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
-            raise ValueError(
-                f"{where}: column {column!r} holds a {width}x{height} image, more elongated than the "
-                f"{MAX_ASPECT_RATIO:g}:1 vision processors accept. Drop the row, or prepare the data with "
-                "`scripts/prepare_data.py`, which rejects such rows (`extreme_aspect_ratio`)."
-            )
+    if teacher_view == "crop_only" and len(images) != 1:
+        raise ValueError(f"{where}: {_CROP_ONLY_NEEDS_ONE_IMAGE.format(count=len(images))}")
+    converted = [_rgb_image(where, "image", image) for image in images]
+    if "images" in row:
+        row["images"] = converted
+    else:
+        row["image"] = converted[0]
+    for column in crop_columns:
+        row[column] = _rgb_image(where, column, row.get(column))
+
+
+_CROP_ONLY_NEEDS_ONE_IMAGE = (
+    "it has {count} images, and `teacher_view: crop_only` puts the crop in place of the one full image. Use "
+    "`teacher_view: full_and_crop`, or keep one image per row."
+)
+
+
+def _rgb_image(where: str, column: str, value: Any) -> Image.Image:
+    if not isinstance(value, Image.Image):
+        raise ValueError(
+            f"{where}: column {column!r} must hold a PIL image, got {type(value).__name__}. Store images in an "
+            f"`datasets.Image()` column (cast paths or bytes with `cast_column`) and drop rows without one."
+        )
+    width, height = value.size
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ValueError(
+            f"{where}: column {column!r} holds a {width}x{height} image, more elongated than the "
+            f"{MAX_ASPECT_RATIO:g}:1 vision processors accept. Drop the row, or prepare the data with "
+            "`scripts/prepare_data.py`, which rejects such rows (`extreme_aspect_ratio`)."
+        )
+    if value.mode == "RGB":
+        return value
+    try:
+        return to_rgb(value)
+    except BadImage as error:
+        raise ValueError(
+            f"{where}: column {column!r} holds an image that cannot be converted to RGB as `scripts/prepare_data.py` "
+            f"converts images: {error} Convert it to RGB in the dataset, or prepare the data with the script, which "
+            "rejects such rows (`unsupported_image`)."
+        ) from error
 
 
 # Config attributes naming vision placeholder tokens, which the student must never sample.

@@ -11,9 +11,9 @@ Two protocols (`--protocol`):
 
 Each answer is extracted and scored by `vzero_trl.eval.answers` (letters by rule; ZoomBench's open-ended rows by a
 deterministic normaliser, or by an optional judge model); each benchmark is aggregated as it defines its score.
-Predictions are appended to `predictions.jsonl` one batch at a time, and every batch is sampled from a seed derived
-from the run seed and the batch's position, so a rerun skips what is done and ends with the same report as an
-uninterrupted run. `run.json` records what the predictions come from (the model's weights or Hub commit, the protocol,
+Predictions are appended to `predictions.jsonl` one batch at a time, one record per item, and every batch is sampled
+from a seed derived from the run seed and the batch's position, so a rerun skips what is done and ends with the same
+report as an uninterrupted run; an item recorded before a kill cut its batch keeps its one record. `run.json` records what the predictions come from (the model's weights or Hub commit, the protocol,
 generation and pixel settings, each benchmark's data): a rerun with anything else in the same `output_dir` is refused,
 naming the differences. A benchmark row that cannot be asked (a corrupt image, a missing field) is recorded as an error
 with its benchmark and id, left out of the score and counted in the report. `summary.json` holds every score and
@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessor, TrainerCallback
 
 from ..card import hub_id
+from ..checks import check_range
 from ..images import BadImage
 from ..provenance import NOT_MODEL_FILES, fingerprint, hub_commit, setting_differences
 from .answers import COLUMNS, HEADERS, PAPER_ROWS, ZWZ_SYSTEM_PROMPT, aggregate, score_item, table_row
@@ -161,8 +162,15 @@ class EvaluateConfig:
             raise ValueError(f"`protocol` must be one of {list(PROTOCOLS)}, got {self.protocol!r}.")
         if self.backend not in ("transformers", "vllm"):
             raise ValueError(f"`backend` must be 'transformers' or 'vllm', got {self.backend!r}.")
-        if self.batch_size < 1 or (self.limit is not None and self.limit < 1):
-            raise ValueError("`batch_size` and `limit` must be >= 1.")
+        count = dict(integer=True)
+        check_range("batch_size", self.batch_size, 1, **count)
+        check_range("limit", self.limit, 1, **count, optional=True)
+        check_range("seed", self.seed, 0, 2**32 - 1, **count, fix="Seeds are below 2**32.")
+        check_range("max_pixels", self.max_pixels, 1, **count)
+        check_range("min_pixels", self.min_pixels, 1, self.max_pixels, **count, fix="`max_pixels` bounds it.")
+        check_range("max_new_tokens", self.max_new_tokens, 1, **count, optional=True)
+        check_range("tensor_parallel_size", self.tensor_parallel_size, 1, **count)
+        check_range("gpu_memory_utilization", self.gpu_memory_utilization, 0, 1, open_low=True)
         if self.revision is not None and Path(self.model).expanduser().exists():
             raise ValueError(f"`revision` ({self.revision!r}) is for Hub models; {self.model} is a local folder.")
         if self.push_to_hub:
@@ -352,6 +360,20 @@ def read_predictions(path: Path) -> dict[tuple[str, str], dict]:
     return records
 
 
+def _one_record_per_item(path: Path) -> dict[tuple[str, str], dict]:
+    """
+    [`read_predictions`], after rewriting the file (atomically) with one whole record per item if it holds more, or a
+    line cut short by a kill: the first record of each item is the one the report uses, and the one kept.
+    """
+    records = read_predictions(path)
+    text = "".join(json.dumps(record) + "\n" for record in records.values())
+    if path.is_file() and path.read_text() != text:
+        partial = path.with_name(f"{path.name}.partial")
+        partial.write_text(text)
+        partial.replace(path)
+    return records
+
+
 def run_record(config: EvaluateConfig) -> dict:
     """
     What the predictions of a run come from, as `run.json` records it: the model (a local folder's path and the
@@ -461,8 +483,7 @@ def evaluate(
     run_file.write_text(json.dumps({**recorded, **record}, indent=2) + "\n")
 
     predictions = output_dir / "predictions.jsonl"
-    _drop_unterminated_line(predictions)
-    done = read_predictions(predictions)
+    done = _one_record_per_item(predictions)
     items = {name: benchmark_items for name, (benchmark_items, _) in loaded.items()}
     broken = [row for _, rows in loaded.values() for row in rows if (row["benchmark"], row["id"]) not in done]
     _append(predictions, done, broken)
@@ -522,10 +543,14 @@ def _decoded(batch: list[tuple[int, EvalItem]]) -> tuple[list[EvalItem], list[di
 
 
 def _append(path: Path, done: dict, records: list[dict]) -> None:
+    # Items of the batch already recorded (before a kill cut the batch, or by a run with a smaller `limit`) keep their
+    # record: one record per item.
     with open(path, "a") as file:
         for record in records:
-            done.setdefault((record["benchmark"], record["id"]), record)
-            file.write(json.dumps(record) + "\n")
+            key = (record["benchmark"], record["id"])
+            if key not in done:
+                done[key] = record
+                file.write(json.dumps(record) + "\n")
 
 
 def report(summary: dict) -> str:
@@ -563,15 +588,6 @@ def report(summary: dict) -> str:
             )
         )
     return "\n".join(lines) + "\n"
-
-
-def _drop_unterminated_line(path: Path) -> None:
-    # A kill in the middle of a write leaves a last line without its newline; appending after it would glue the next
-    # record onto it and lose both.
-    if path.is_file():
-        text = path.read_text()
-        if text and not text.endswith("\n"):
-            path.write_text(text[: text.rfind("\n") + 1])
 
 
 def _batches(items: list[EvalItem], size: int) -> list[list[tuple[int, EvalItem]]]:

@@ -32,6 +32,7 @@ import math
 import re
 import string
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -291,6 +292,15 @@ def read_benchmark(
             items.append(LazyEvalItem(name, item_id, image, **fields))
     if not items and not broken:
         raise ValueError(f"{where} holds no {name} rows (split {spec.split!r}).")
+    # Stored predictions are keyed by id: two rows with one id would be scored from one record.
+    counts = Counter([item.id for item in items] + [row["id"] for row in broken])
+    duplicated = [item_id for item_id, count in counts.items() if count > 1]
+    if duplicated:
+        shown = ", ".join(repr(item_id) for item_id in duplicated[:10]) + (" ..." if len(duplicated) > 10 else "")
+        raise ValueError(
+            f"{where} holds {len(duplicated)} {name} id(s) on more than one row ({shown}), and each result is stored "
+            f"under its row's id. Give every row its own `{spec.id}`, or drop that column to key the rows by position."
+        )
     return items, broken
 
 

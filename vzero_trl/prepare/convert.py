@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
+from ..checks import check_range
 from ..crops import Box, NoRoomForNegative, crop_image, expand_box, negative_crop, random_box
 from ..images import DEFAULT_MAX_IMAGE_PIXELS, MAX_ASPECT_RATIO, BadImage, encoded_bytes, exif_orientation, load_image
 from ..views import TEACHER_CROP_PREFIX, TEACHER_CROP_SUFFIX, student_messages, teacher_messages
@@ -212,26 +213,37 @@ class PrepareConfig:
                 "Pass `clean_image_dir` (the extracted `original_images`) or `clean_image_column`, or set "
                 "`allow_boxed_images` to train on the boxed images anyway."
             )
-        for name in ("negative_factor", "num_proc", "shard_size", "min_bbox_side", "max_image_pixels"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
-        for name in ("crop_margin", "crop_min_side", "bbox_tolerance"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
-        if self.max_aspect_ratio < 1:
-            raise ValueError(
-                f"`max_aspect_ratio` must be >= 1 (longer side over shorter side), got {self.max_aspect_ratio}."
-            )
-        if self.max_bbox_side is not None and self.max_bbox_side < self.min_bbox_side:
-            raise ValueError(
-                f"`max_bbox_side` ({self.max_bbox_side}) must be >= `min_bbox_side` ({self.min_bbox_side})."
-            )
+        self._check_numbers()
         if (self.max_student_tokens or self.max_teacher_tokens) and not self.processor:
             raise ValueError("`max_student_tokens` / `max_teacher_tokens` need `processor` to count tokens with.")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"`limit` must be >= 1 or unset, got {self.limit}.")
         if self.push_to_hub and not self.hub_dataset_id:
             raise ValueError("`push_to_hub` needs `hub_dataset_id` (owner/name).")
+
+    def _check_numbers(self) -> None:
+        """Every numeric field is a finite number in its range (NaN fails); counts and sizes are whole numbers."""
+        count, unset = dict(integer=True), dict(integer=True, optional=True)
+        check_range("negative_factor", self.negative_factor, 1, **count, fix="The paper downsamples 2x.")
+        check_range("num_proc", self.num_proc, 1, **count)
+        check_range("shard_size", self.shard_size, 1, **count)
+        check_range("limit", self.limit, 1, **unset)
+        check_range("seed", self.seed, 0, 2**32 - 1, **count, fix="Seeds are below 2**32.")
+        check_range("crop_margin", self.crop_margin, 0, fix="ZwZ crops are tight: 0.")
+        check_range("crop_min_side", self.crop_min_side, 0, **count)
+        check_range("min_bbox_side", self.min_bbox_side, 1, **count)
+        check_range("max_bbox_side", self.max_bbox_side, self.min_bbox_side, **unset, fix="It bounds min_bbox_side.")
+        check_range("bbox_tolerance", self.bbox_tolerance, 0, fix="The default is 2 pixels of float rounding.")
+        check_range("max_image_pixels", self.max_image_pixels, 1, **count)
+        check_range(
+            "max_aspect_ratio",
+            self.max_aspect_ratio,
+            1,
+            MAX_ASPECT_RATIO,
+            fix=f"It is the longer side over the shorter; vision processors refuse more than {MAX_ASPECT_RATIO:g}:1.",
+        )
+        check_range("max_pixels", self.max_pixels, 1, **count)
+        check_range("min_pixels", self.min_pixels, 1, self.max_pixels, **count, fix="`max_pixels` bounds it.")
+        check_range("max_student_tokens", self.max_student_tokens, 1, **unset)
+        check_range("max_teacher_tokens", self.max_teacher_tokens, 1, **unset)
 
 
 def clean_question(text: str) -> str:
@@ -268,12 +280,17 @@ def parse_bbox(value: Any, image_size: tuple[int, int], bbox_format: str = "xyxy
         raise RejectedRow("bad_bbox", f"non-finite coordinates {value!r:.100}")
     width, height = image_size
     if bbox_format != "xyxy_norm" and all(0 <= v <= 1 for v in (x0, y0, a, b)):
-        raise RejectedRow(
-            "normalised_bbox",
-            f"box {value!r:.100} lies within [0, 1]: read as {bbox_format!r} pixels it is at most one pixel in the "
-            "corner, so it is normalised by the image size. Use bbox_format='xyxy_norm' ([x0, y0, x1, y1] divided by "
-            "width and height)",
-        )
+        # Read as pixels such a box is at most the corner pixel. That is a real region of a tiny image only: whole-
+        # number coordinates spanning at least a quarter of each side (a 1-pixel box on an image up to 4x4) are pixels.
+        whole = all(v.is_integer() for v in (x0, y0, a, b))
+        span = (a, b) if bbox_format == "xywh" else (a - x0, b - y0)
+        if not (whole and 4 * max(span[0], 1) >= width and 4 * max(span[1], 1) >= height):
+            raise RejectedRow(
+                "normalised_bbox",
+                f"box {value!r:.100} lies within [0, 1]: read as {bbox_format!r} pixels it is at most the corner "
+                f"pixel of the {width}x{height} image, so it is taken as normalised by the image size. Use "
+                "bbox_format='xyxy_norm' ([x0, y0, x1, y1] divided by width and height)",
+            )
     if bbox_format == "xywh":
         a, b = x0 + a, y0 + b
     elif bbox_format == "xyxy_norm":
