@@ -327,12 +327,11 @@ def finished_report(output_dir: Path, finished_step: int) -> str:
     ]
     results = output_dir / "demo_results.json"
     if results.is_file():
-        report = json.loads(results.read_text())
-        lines.append(
-            f"Demo results ({results.name}): held-out accuracy of the student {100 * report['before']['accuracy']:.1f}% "
-            f"before, {100 * report['after']['accuracy']:.1f}% after; within-group AUC of gate vs correctness "
-            f"{report['gates']['gate_auc']:.2f} (0.5 = chance); picture: {output_dir / 'demo.png'}."
-        )
+        from vzero_trl.mini.demo import REFERENCE, demo_text
+
+        reference = json.loads(REFERENCE.read_text()) if REFERENCE.is_file() else None
+        lines.append(f"The demo's report ({results.name}, picture {output_dir / 'demo.png'}):")
+        lines.append(demo_text(json.loads(results.read_text()), reference))
     checkpoint = last_complete_checkpoint(output_dir)
     if checkpoint and checkpoint_step(checkpoint) == finished_step:
         lines.append("To train further, raise `--max_steps` and pass `--accept_changed_settings`;")

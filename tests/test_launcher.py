@@ -161,14 +161,20 @@ def test_a_finished_run_trained_no_further_is_refused(launch, tmp_path):
 def test_rerunning_a_finished_run_shows_what_it_produced(launch, tmp_path, capsys):
     run = tmp_path / "run"
     launch(run)
-    results = {"before": {"accuracy": 0.25}, "after": {"accuracy": 0.5}, "gates": {"gate_auc": 0.71}}
-    (run / "demo_results.json").write_text(json.dumps(results))  # as the demo's report stores it
+    results = {  # as the demo's report stores it
+        "before": {"accuracy": 0.25, "p_gold": 0.3},
+        "after": {"accuracy": 0.5, "p_gold": 0.4},
+        "gates": {"gate_correct": 1.5, "gate_wrong": 0.5, "gate_auc": 0.71},
+        "teacher": {"crop": {"accuracy": 0.99}, "negative_crop": {"accuracy": 0.25}},
+        "rollouts": 64,
+        "eval_rows": 1000,
+        "seed": 0,
+    }
+    (run / "demo_results.json").write_text(json.dumps(results))
     capsys.readouterr()
     assert launch(run) is None
     out = capsys.readouterr().out
     assert "holds a finished run (step 2) with these settings: nothing to train" in out
-    assert (
-        "held-out accuracy of the student 25.0% before, 50.0% after" in out
-        and "AUC of gate vs correctness 0.71" in out
-    )
+    assert "p(gold) 0.300 -> 0.400 (+0.100); greedy accuracy 25.0% -> 50.0%" in out
+    assert "within-group AUC of gate vs correctness 0.71" in out and "1.50 on correct ones" in out
     assert "raise `--max_steps` and pass `--accept_changed_settings`" in out
