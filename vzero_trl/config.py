@@ -128,6 +128,32 @@ class VZeroConfig(DistillationConfig):
             Standard deviation used in eq. 19: `"population"` (divide by `G`, the official code) or `"sample"` (divide
             by `G - 1`).
 
+        > Parameters that check the gate
+
+        evidence_alarm (`str`, *optional*, defaults to `"warn"`):
+            The blind-teacher alarm ([`vzero_trl.evidence_alarm`]): over the first `evidence_alarm_steps` scored
+            generation batches, a token is distinct when the two views' teacher log-probabilities differ beyond the
+            teacher's numerical noise; with at most 1% distinct tokens the teacher cannot see the evidence (vision
+            weights not loaded, wrong processor, images dropped by the chat template, identical crops). `"warn"` logs
+            it once, naming these causes, `"error"` stops training, `"off"` skips the check. A teacher that sees but
+            prefers neither crop is reported once as a different condition. The share of distinct tokens of each
+            checked batch is logged as `evidence/distinct_token_frac`.
+        evidence_alarm_steps (`int`, *optional*, defaults to `5`):
+            Number of scored generation batches the alarm looks at before it decides (once per run).
+        evidence_alarm_every (`int`, *optional*, defaults to `10`):
+            With `evidence_alpha=0`, which skips the negative view, the alarm scores it for one prompt's rollouts per
+            process every `evidence_alarm_every` steps until it has decided (after `(evidence_alarm_steps - 1) *
+            evidence_alarm_every + 1` steps); rows without `negative_crop_column` turn it off with a warning.
+        gate_probe_dataset (`str`, *optional*):
+            A labelled dataset in the training schema, with `answer` (a few hundred rows; a folder written by
+            `save_to_disk`, a local file or a Hub id, its `train` split): every `gate_probe_steps` steps the current
+            student samples `num_generations` rollouts per row, the teacher scores both views, the gates are computed
+            as in training and the rollouts graded with [`vzero_trl.eval.answers`]; logged under `probe/*`
+            ([`vzero_trl.gate_probe`]). The probe never trains and leaves the training's random state as it was; rows
+            whose `id` (or, without ids, prompt and image) are training rows are refused. Needs `evidence_alpha > 0`.
+        gate_probe_steps (`int`, *optional*, defaults to `100`):
+            Steps between two runs of the gate probe.
+
         > Parameters that control the loss
 
         loss_type (`str`, *optional*, defaults to `"sampled_token"`):
@@ -296,6 +322,34 @@ class VZeroConfig(DistillationConfig):
         metadata={"help": "Standard deviation of eq. 19: 'population' (official code) or 'sample' (Bessel)."},
     )
 
+    # Parameters that check the gate
+    evidence_alarm: Literal["warn", "error", "off"] = field(
+        default="warn",
+        metadata={
+            "help": "Blind-teacher alarm when the two views' teacher log-probabilities are indistinguishable: 'warn' "
+            "(once), 'error' (stop training) or 'off'."
+        },
+    )
+    evidence_alarm_steps: int = field(
+        default=5,
+        metadata={"help": "Scored generation batches the blind-teacher alarm looks at before it decides."},
+    )
+    evidence_alarm_every: int = field(
+        default=10,
+        metadata={"help": "With evidence_alpha=0: steps between two sampled negative-view scorings for the alarm."},
+    )
+    gate_probe_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Labelled rows (training schema with `answer`) on which the gate's ranking of correct and wrong "
+            "rollouts is measured every gate_probe_steps steps (probe/*); never trained on."
+        },
+    )
+    gate_probe_steps: int = field(
+        default=100,
+        metadata={"help": "Steps between two runs of the gate probe."},
+    )
+
     # Parameters that control the loss
     loss_type: Literal["sampled_token", "full_reverse_kl"] = field(
         default="sampled_token",
@@ -396,6 +450,19 @@ class VZeroConfig(DistillationConfig):
                 f"The gate bounds must satisfy 0 <= evidence_weight_min <= 1 <= evidence_weight_max, got "
                 f"evidence_weight_min={self.evidence_weight_min} and evidence_weight_max={self.evidence_weight_max}: "
                 "a rollout as grounded as its siblings keeps weight 1, and no weight is negative. The paper uses 0 and 2."
+            )
+        _check_choice("evidence_alarm", self.evidence_alarm, ("warn", "error", "off"))
+        if self.evidence_alarm_steps < 1 or self.evidence_alarm_every < 1:
+            raise ValueError(
+                f"`evidence_alarm_steps` ({self.evidence_alarm_steps}) and `evidence_alarm_every` "
+                f"({self.evidence_alarm_every}) must be at least 1."
+            )
+        if self.gate_probe_steps < 1:
+            raise ValueError(f"`gate_probe_steps` must be at least 1, got {self.gate_probe_steps}.")
+        if self.gate_probe_dataset is not None and self.evidence_alpha == 0:
+            raise ValueError(
+                f"The gate probe (`gate_probe_dataset` {self.gate_probe_dataset!r}) measures the evidence gate, and "
+                "`evidence_alpha=0` has none. Set `evidence_alpha` > 0, or unset `gate_probe_dataset`."
             )
         if self.evidence_eps <= 0:
             raise ValueError(f"`evidence_eps` must be > 0, got {self.evidence_eps}.")
