@@ -26,3 +26,13 @@ pytest_plugins = ["fixtures.hub_server", "fixtures.launcher"]
 def tiny_models(tmp_path_factory):
     """The tiny random student and teacher, built once per test session (the tests load them from disk, read-only)."""
     return build_tiny_pair(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def letter_pair(tmp_path_factory):
+    """The trained letter-world pair shipped with the package (a teacher that reads the crop, a student that half-sees),
+    copied once per session: `(teacher folder, student folder)`."""
+    from vzero_trl.mini.pretrain import WORLD_PAIRS, ensure_pair
+
+    teacher, student, _ = ensure_pair(tmp_path_factory.mktemp("letter") / "pair", WORLD_PAIRS["letter"], log=None)
+    return str(teacher), str(student)

@@ -50,9 +50,12 @@ def test_the_teacher_reads_the_crop_and_the_student_half_sees(trained_pair):
     _, _, record = trained_pair
     teacher, student = record["teacher"], record["student"]["student"]
     assert teacher["crop"]["accuracy"] >= 0.95
-    assert teacher["negative_crop"]["accuracy"] <= 0.40 and teacher["random_crop"]["accuracy"] <= 0.40
-    # Above chance (0.25; one reading of 1000 rows has a sampling error of about 1.4 points) and far from perfect.
-    assert 0.30 <= student["accuracy"] <= 0.90 and student["format"] >= 0.99
+    # Near chance without the star; a random crop sometimes holds it (pairs drawn here: negative 0.23-0.37, random
+    # 0.27-0.47).
+    assert teacher["negative_crop"]["accuracy"] <= 0.40 and teacher["random_crop"]["accuracy"] <= 0.50
+    # Above chance by more than one reading's sampling error (0.25 + 1.96 * sqrt(0.25 * 0.75 / 1000) = 0.277; pairs
+    # drawn here ranged from 0.30 to 0.69) and far from perfect.
+    assert 0.28 <= student["accuracy"] <= 0.90 and student["format"] >= 0.99
 
 
 def test_vzero_moves_the_student_as_measured_over_cells_and_its_gate_ranks_correct_rollouts_first(

@@ -128,6 +128,22 @@ class VZeroConfig(DistillationConfig):
             Standard deviation used in eq. 19: `"population"` (divide by `G`, the official code) or `"sample"` (divide
             by `G - 1`).
 
+        > Parameters that check the gate
+
+        evidence_alarm (`str`, *optional*, defaults to `"warn"`):
+            The blind-teacher alarm ([`vzero_trl.evidence_alarm`]): over the first `evidence_alarm_steps` scored
+            generation batches, a token is distinct when the two views' teacher log-probabilities differ beyond the
+            teacher's numerical noise; with at most 1% distinct tokens the teacher cannot see the evidence (vision
+            weights not loaded, wrong processor, images dropped by the chat template, identical crops). `"warn"` logs
+            it once, naming these causes, `"error"` stops training, `"off"` skips the check. A teacher that sees but
+            prefers neither crop is reported once as a different condition. The share of distinct tokens of each
+            checked batch is logged as `evidence/distinct_token_frac`.
+        evidence_alarm_steps (`int`, *optional*, defaults to `5`):
+            Number of scored generation batches the alarm looks at before it decides (once per run).
+        evidence_alarm_every (`int`, *optional*, defaults to `10`):
+            With `evidence_alpha=0`, which skips the negative view, the alarm scores it for one prompt's rollouts per
+            process every `evidence_alarm_every` steps until it has decided (after `(evidence_alarm_steps - 1) *
+            evidence_alarm_every + 1` steps); rows without `negative_crop_column` turn it off with a warning.
         > Parameters that control the loss
 
         loss_type (`str`, *optional*, defaults to `"sampled_token"`):
@@ -296,6 +312,22 @@ class VZeroConfig(DistillationConfig):
         metadata={"help": "Standard deviation of eq. 19: 'population' (official code) or 'sample' (Bessel)."},
     )
 
+    # Parameters that check the gate
+    evidence_alarm: Literal["warn", "error", "off"] = field(
+        default="warn",
+        metadata={
+            "help": "Blind-teacher alarm when the two views' teacher log-probabilities are indistinguishable: 'warn' "
+            "(once), 'error' (stop training) or 'off'."
+        },
+    )
+    evidence_alarm_steps: int = field(
+        default=5,
+        metadata={"help": "Scored generation batches the blind-teacher alarm looks at before it decides."},
+    )
+    evidence_alarm_every: int = field(
+        default=10,
+        metadata={"help": "With evidence_alpha=0: steps between two sampled negative-view scorings for the alarm."},
+    )
     # Parameters that control the loss
     loss_type: Literal["sampled_token", "full_reverse_kl"] = field(
         default="sampled_token",
@@ -382,6 +414,7 @@ class VZeroConfig(DistillationConfig):
                 f"got num_generations={self.num_generations} and num_generations_eval={self.num_generations_eval}. "
                 "Raise them, or set `evidence_alpha=0` for plain on-policy distillation."
             )
+        _check_choice("evidence_alarm", self.evidence_alarm, ("warn", "error", "off"))
         if self.log_ratio_clip is not None and self.loss_type != "sampled_token":
             raise ValueError(
                 f"`log_ratio_clip` ({self.log_ratio_clip}) only applies to loss_type='sampled_token', got "
@@ -516,6 +549,8 @@ class VZeroConfig(DistillationConfig):
         check_range("teacher_server_backoff", self.teacher_server_backoff, 0, fix="Seconds before the first retry.")
         check_range("teacher_server_retries", self.teacher_server_retries, 0, integer=True)
         check_range("teacher_server_concurrency", self.teacher_server_concurrency, 1, integer=True)
+        check_range("evidence_alarm_steps", self.evidence_alarm_steps, 1, integer=True)
+        check_range("evidence_alarm_every", self.evidence_alarm_every, 1, integer=True)
         self._check_training_numbers()
 
     def _check_training_numbers(self) -> None:

@@ -29,6 +29,7 @@ from .card import PAPER, build_model_card, teacher_description, tracking_urls
 from .checkpoints import remove_marker, set_learning_rate, write_marker
 from .completions_table import log_completions_table
 from .config import VZeroConfig
+from .evidence_alarm import build_alarm, view_gap_sums
 from .gating import (
     evidence_metrics,
     evidence_scores,
@@ -203,6 +204,9 @@ class VZeroTrainer(DistillationTrainer):
             )
             vocab_size = vocabulary_size(self.processing_class, student_config)
             self._served_teacher.check(self.processing_class, vocab_size, self.chat_template_kwargs)
+        scorer = self._teacher() or self.accelerator.unwrap_model(self.model)  # the frozen PEFT teacher: the student
+        teacher_dtype = torch.bfloat16 if self._served_teacher is not None else scorer.dtype
+        self._evidence_alarm = build_alarm(args, teacher_dtype, train_dataset)
 
     def _teacher(self) -> PreTrainedModel | None:
         """The unwrapped teacher model, or `None` for the frozen teacher of a PEFT student (see `_peft_teacher`)."""
@@ -394,45 +398,22 @@ class VZeroTrainer(DistillationTrainer):
         first_row = self.accelerator.process_index * local_rows  # this process's rows in the gathered batch
         group_index = rollout_groups(local_rows, num_generations, first_row, self.accelerator.device)
         if self._served_teacher is not None:  # the teacher's servers render both views while the student generates
-            views = teacher_views(
-                inputs, group_slices(group_index), args.crop_columns, *args.teacher_texts, args.teacher_view
-            )
-            rendered = self._served_teacher.render_views(views, self.chat_template_kwargs)
+            rendered = self._render(inputs, group_slices(group_index), args.crop_columns)
         output = super()._generate_and_score_completions(inputs)
         completion_ids, mask = output["completion_ids"], output["completion_mask"]
         device = completion_ids.device
 
-        teacher = self._teacher()
-        external = args.teacher_source == "external"  # prepared by the accelerator: forwards go through its wrapper
-        if teacher is not None:
+        if self.teacher_model is not None:
             self.teacher_model.eval()
         keep_hidden = args.loss_type == "full_reverse_kl"
+        groups = group_slices(group_index)
         if self._served_teacher is not None:
-            scored = self._served_teacher.score(rendered, group_slices(group_index), completion_ids, mask)
+            scored = self._served_teacher.score(rendered, groups, completion_ids, mask)
         else:
-            with (
-                offloaded(teacher, self.accelerator.device, args.offload_teacher),
-                teacher_for_replay(teacher, self._peft_teacher) as scorer,
-            ):
-                scored = replay_teacher(
-                    scorer,
-                    self.processing_class,
-                    inputs,
-                    group_slices(group_index),
-                    completion_ids,
-                    mask,
-                    args.crop_columns,
-                    strategy=args.teacher_scoring,
-                    crop_prefix=args.teacher_texts[0],
-                    crop_suffix=args.teacher_texts[1],
-                    layout=args.teacher_view,
-                    chat_template_kwargs=self.chat_template_kwargs,
-                    temperature=self.temperature,
-                    rows_per_forward=args.teacher_batch_size or args.per_device_train_batch_size,
-                    keep_hidden=keep_hidden,
-                    forward=partial(self._forward_redirection, self.teacher_model, teacher) if external else None,
-                )
+            scored = self._replay(inputs, groups, completion_ids, mask, args.crop_columns, keep_hidden)
         (pos_logps, pos_hidden), neg_logps = scored[0], scored[1][0] if len(scored) > 1 else None
+        if mode == "train" and self._evidence_alarm.active:
+            self._check_views(inputs, groups[0], completion_ids, mask, pos_logps, neg_logps)
 
         # The gate needs whole groups, which may straddle processes: gather, gate, keep this process's rows.
         all_scores = None
@@ -470,6 +451,54 @@ class VZeroTrainer(DistillationTrainer):
         if keep_hidden:
             output["teacher_hidden_states"] = pos_hidden
         return output
+
+    def _render(self, inputs, groups, columns):
+        views = teacher_views(inputs, groups, columns, *self.args.teacher_texts, self.args.teacher_view)
+        return self._served_teacher.render_views(views, self.chat_template_kwargs)
+
+    def _replay(self, inputs, groups, completion_ids, mask, columns, keep_hidden=False):
+        """The teacher's log-probabilities of the rollouts under the views of `columns` ([`replay_teacher`])."""
+        if self._served_teacher is not None:
+            return self._served_teacher.score(self._render(inputs, groups, columns), groups, completion_ids, mask)
+        args, teacher = self.args, self._teacher()
+        external = args.teacher_source == "external"  # prepared by the accelerator: forwards go through its wrapper
+        with (
+            offloaded(teacher, self.accelerator.device, args.offload_teacher),
+            teacher_for_replay(teacher, self._peft_teacher) as scorer,
+        ):
+            return replay_teacher(
+                scorer,
+                self.processing_class,
+                inputs,
+                groups,
+                completion_ids,
+                mask,
+                columns,
+                strategy=args.teacher_scoring,
+                crop_prefix=args.teacher_texts[0],
+                crop_suffix=args.teacher_texts[1],
+                layout=args.teacher_view,
+                chat_template_kwargs=self.chat_template_kwargs,
+                temperature=self.temperature,
+                rows_per_forward=args.teacher_batch_size or args.per_device_train_batch_size,
+                keep_hidden=keep_hidden,
+                forward=partial(self._forward_redirection, self.teacher_model, teacher) if external else None,
+            )
+
+    def _check_views(self, inputs, first_group, completion_ids, mask, pos_logps, neg_logps):
+        """Feed the blind-teacher alarm; without a negative view (alpha 0), score one for the first group's rollouts."""
+        rows = slice(None)
+        if neg_logps is None:
+            if not self._evidence_alarm.wants_sample(self.state.global_step, inputs[first_group.start]):
+                return
+            rows, size = first_group, first_group.stop - first_group.start
+            neg_column = [self.args.negative_crop_column]
+            check_row(inputs[first_group.start], neg_column, first_group.start)
+            neg_logps = self._replay(inputs[rows], [slice(0, size)], completion_ids[rows], mask[rows], neg_column)
+            neg_logps = neg_logps[0][0]
+        sums = view_gap_sums(pos_logps[rows], neg_logps, mask[rows], self._evidence_alarm.tolerance)
+        for key, value in self._evidence_alarm.update(self.accelerator.gather(sums.view(1, 4)).sum(0)).items():
+            self._metrics["train"][key].append(value)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
