@@ -123,8 +123,9 @@ def demo_text(report: dict, reference: dict | None) -> str:
         f"{reference['machine']['cpu']}), mean ± 95% interval: p(gold) gain {_pm(gain, sign='+')}, accuracy gain "
         f"{_pm(reference['accuracy_gain'], 100, 1, '+')} points, gate AUC {_pm(reference['gate_auc'], digits=2)}; "
         f"V-Zero minus plain OPD in p(gold) {_pm(reference['p_gold_vs_baseline'], sign='+')}.",
-        f"Cells spread with sd {gain['sd']:.3f} in p(gold) gain: the pair and the run are random draws that differ by "
-        "CPU, so a number off this one's mean by up to about two sd is expected on another machine.",
+        f"Cells spread with sd {gain['sd']:.3f} in p(gold) gain (pairs and run seeds). The shipped pair is the same "
+        "everywhere, but the run diverges with the CPU's floating point: a gain off the cells' mean by up to about two "
+        "sd is expected on another machine.",
     ]
     return "\n".join(lines)
 
