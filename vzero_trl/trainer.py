@@ -83,7 +83,9 @@ class VZeroTrainer(DistillationTrainer):
       reverse KL), normalised so that gradient accumulation and data parallelism give the same update as one batch;
     - `_generate_single_turn` sends each prompt once with `n = num_generations` to a vLLM server, and never lets a
       vision placeholder token into a completion;
-    - evidence metrics are logged under `evidence/*` and the sampled reverse KL under `distillation/reverse_kl`;
+    - evidence metrics are logged under `evidence/*` and the sampled reverse KL under `distillation/reverse_kl`; the
+      blind-teacher alarm watches both views ([`vzero_trl.evidence_alarm`]), and with `gate_probe_dataset` a callback
+      measures the gate on labelled rows ([`vzero_trl.gate_probe`]);
     - `create_model_card` writes an image-text-to-text card with the teacher and the V-Zero hyper-parameters;
     - `log` adds each rollout's group, gate, evidence score and both crops to the completions table
       (`log_completions=True`, [`vzero_trl.completions_table`]).
