@@ -2,13 +2,16 @@
 
 Run in a subprocess: both libraries read their storage locations from the environment when they are imported."""
 
+import io
 import json
 import sqlite3
 
 import pandas as pd
 import pytest
 import yaml
+from datasets import load_from_disk
 from helpers import ROOT, launch_command, run_command
+from PIL import Image
 
 from vzero_trl.toy.synthetic import make_dataset
 from vzero_trl.toy.tiny import TINY_STUDENT, TINY_TEACHER, ensure_tiny_vlm
@@ -52,8 +55,19 @@ def test_trackio_and_wandb_offline_get_metrics_and_the_completions_table(tmp_pat
 
     # The completions table: one row per rollout of the last generation batch (1 prompt x G = 4), with its gate.
     table = pd.read_parquet(tmp_path / "run" / "completions" / "completions_00002.parquet")
-    assert list(table.columns) == ["step", "prompt", "completion", "gate", "evidence_score"]
+    assert list(table.columns) == [
+        "step", "prompt", "completion", "group", "gate", "evidence_score", "crop", "negative_crop"
+    ]  # fmt: skip
     assert len(table) == 4 and table["step"].eq(2).all() and table["prompt"].nunique() == 1
+    assert table["group"].eq(0).all()  # the batch's only prompt
+    # The crops the teacher was shown, readable with pandas and PIL alone (PNG bytes): the row's own crops, thumbnailed.
+    source = load_from_disk(str(tmp_path / "data"))
+    shown = {column: Image.open(io.BytesIO(table[column][0])) for column in ("crop", "negative_crop")}
+    matches = [row for row in source if row["crop"].size == shown["crop"].size]
+    assert any(
+        all(list(row[c].convert("RGB").getdata()) == list(shown[c].getdata()) for c in shown) for row in matches
+    )  # crops below the thumbnail size are stored exactly
+    assert table["crop"].nunique() == 1 and table["negative_crop"].nunique() == 1  # one prompt, one pair of crops
     assert table["gate"].between(0.0, 2.0).all() and table["evidence_score"].notna().all()
     # The gates are the standardised scores: their mean is 1 unless clipped, and they rank like the scores.
     ranked = table.sort_values("evidence_score")["gate"].tolist()
@@ -63,6 +77,8 @@ def test_trackio_and_wandb_offline_get_metrics_and_the_completions_table(tmp_pat
     # wandb: an offline run holding the completions table.
     (run,) = (tmp_path / "wandb").glob("offline-run-*")
     assert list(run.glob("*.wandb")) and any("completions" in p.name for p in run.rglob("*.table.json"))
+    (completions,) = [p for p in run.rglob("*.table.json") if p.name.startswith("completions_")][-1:]
+    assert json.loads(completions.read_text())["columns"][-2:] == ["crop", "negative_crop"]
 
     # trackio: the local database holds each step's metrics, and step 2's gate metrics are those of the rollouts in
     # step 2's completions table (the same batch, one process).
@@ -81,6 +97,8 @@ def test_trackio_and_wandb_offline_get_metrics_and_the_completions_table(tmp_pat
     assert logged[2]["evidence/score_mean"] == pytest.approx(scores.mean(), rel=1e-5, abs=1e-7)
     assert logged[2]["evidence/score_std"] == pytest.approx(scores.std(ddof=0), rel=1e-5, abs=1e-7)
     assert gates.max() > gates.min()  # the comparison means something only if the gates differ
+    # trackio: the table's crop cells are images saved with the run's media.
+    assert len(list((tmp_path / "trackio").rglob("*.png"))) >= 2
 
 
 pytestmark = pytest.mark.filterwarnings("ignore")

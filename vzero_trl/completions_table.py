@@ -1,15 +1,38 @@
-"""The completions table of a generation batch: each rollout's prompt, completion, gate and evidence score.
+"""The completions table of a generation batch: each rollout beside the evidence the teacher was shown and its gate.
 
 With `log_completions=True`, `VZeroTrainer.log` writes it in place of TRL's table (which has no gates): printed with
-rich, saved to `output_dir/completions/completions_<step>.parquet`, and logged to wandb / trackio. Mirrors the
-completions part of `trl.DistillationTrainer.log` (TRL 1.16), with the two extra columns.
+rich (text columns), saved to `output_dir/completions/completions_<step>.parquet`, and logged to wandb / trackio with
+the crops as image columns. Mirrors the completions part of `trl.DistillationTrainer.log` (TRL 1.16), with the extra
+columns: the rollout's `group` (its prompt within the step's generation batch), `gate`, `evidence_score`, and the
+positive and negative crop (`crop`, `negative_crop`). In the parquet file the crops are PNG bytes (thumbnails of at most
+`THUMBNAIL` pixels a side), so the file reads with pandas alone: `PIL.Image.open(io.BytesIO(table["crop"][0]))`.
 """
 
+import io
 import os
 
+from PIL import Image
 from transformers import is_trackio_available, is_wandb_available
 from transformers.utils import is_rich_available
 from trl.trainer.utils import print_prompt_completions_sample
+
+
+# The table's columns besides `step`, in order; `VZeroTrainer` keeps one deque of each.
+COLUMNS = ("prompt", "completion", "group", "gate", "evidence_score", "crop", "negative_crop")
+IMAGE_COLUMNS = ("crop", "negative_crop")
+# Longest side of a logged crop, in pixels: enough to see what the teacher was shown, small beside a run's logs.
+THUMBNAIL = 256
+
+
+def thumbnail_png(image: Image.Image | None) -> bytes | None:
+    """The image as PNG bytes, shrunk to at most `THUMBNAIL` pixels a side (aspect kept); `None` stays `None`."""
+    if image is None:
+        return None
+    image = image.convert("RGB")
+    image.thumbnail((THUMBNAIL, THUMBNAIL))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def log_completions_table(
@@ -25,7 +48,7 @@ def log_completions_table(
 
     Args:
         columns (`dict[str, list]`):
-            `prompt`, `completion`, `gate` and `evidence_score`, one entry per rollout, aligned.
+            The `COLUMNS`, one entry per rollout, aligned; the crops as PNG bytes ([`thumbnail_png`]) or `None`.
         step (`int`):
             The global step, a column of its own and part of the file name.
         output_dir (`str`):
@@ -57,8 +80,17 @@ def log_completions_table(
         import wandb
 
         if wandb.run is not None:
-            wandb.log({"completions": wandb.Table(dataframe=table)})
+            media = _with_images(table, wandb.Image)  # row lists: wandb keeps image cells only when given as data
+            wandb.log({"completions": wandb.Table(columns=list(media.columns), data=media.values.tolist())})
     if "trackio" in report_to and is_trackio_available():
         import trackio
 
-        trackio.log({"completions": trackio.Table(dataframe=table)})
+        trackio.log({"completions": trackio.Table(dataframe=_with_images(table, trackio.Image))})
+
+
+def _with_images(table, image_class):
+    # The PNG bytes of the image columns as the tracker's image objects (None where a row has no crop).
+    table = table.copy()
+    for column in IMAGE_COLUMNS:
+        table[column] = [None if png is None else image_class(Image.open(io.BytesIO(png))) for png in table[column]]
+    return table

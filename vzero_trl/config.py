@@ -144,6 +144,16 @@ class VZeroConfig(DistillationConfig):
             With `evidence_alpha=0`, which skips the negative view, the alarm scores it for one prompt's rollouts per
             process every `evidence_alarm_every` steps until it has decided (after `(evidence_alarm_steps - 1) *
             evidence_alarm_every + 1` steps); rows without `negative_crop_column` turn it off with a warning.
+        gate_probe_dataset (`str`, *optional*):
+            A labelled dataset in the training schema, with `answer` (a few hundred rows; a folder written by
+            `save_to_disk`, a local file or a Hub id, its `train` split): every `gate_probe_steps` steps the current
+            student samples `num_generations` rollouts per row, the teacher scores both views, the gates are computed
+            as in training and the rollouts graded with [`vzero_trl.eval.answers`]; logged under `probe/*`
+            ([`vzero_trl.gate_probe`]). The probe never trains and leaves the training's random state as it was; rows
+            whose `id` (or, without ids, prompt and image) are training rows are refused. Needs `evidence_alpha > 0`.
+        gate_probe_steps (`int`, *optional*, defaults to `100`):
+            Steps between two runs of the gate probe.
+
         > Parameters that control the loss
 
         loss_type (`str`, *optional*, defaults to `"sampled_token"`):
@@ -328,6 +338,18 @@ class VZeroConfig(DistillationConfig):
         default=10,
         metadata={"help": "With evidence_alpha=0: steps between two sampled negative-view scorings for the alarm."},
     )
+    gate_probe_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Labelled rows (training schema with `answer`) on which the gate's ranking of correct and wrong "
+            "rollouts is measured every gate_probe_steps steps (probe/*); never trained on."
+        },
+    )
+    gate_probe_steps: int = field(
+        default=100,
+        metadata={"help": "Steps between two runs of the gate probe."},
+    )
+
     # Parameters that control the loss
     loss_type: Literal["sampled_token", "full_reverse_kl"] = field(
         default="sampled_token",
@@ -415,6 +437,11 @@ class VZeroConfig(DistillationConfig):
                 "Raise them, or set `evidence_alpha=0` for plain on-policy distillation."
             )
         _check_choice("evidence_alarm", self.evidence_alarm, ("warn", "error", "off"))
+        if self.gate_probe_dataset is not None and self.evidence_alpha == 0:
+            raise ValueError(
+                f"The gate probe (`gate_probe_dataset` {self.gate_probe_dataset!r}) measures the evidence gate, and "
+                "`evidence_alpha=0` has none. Set `evidence_alpha` > 0, or unset `gate_probe_dataset`."
+            )
         if self.log_ratio_clip is not None and self.loss_type != "sampled_token":
             raise ValueError(
                 f"`log_ratio_clip` ({self.log_ratio_clip}) only applies to loss_type='sampled_token', got "
@@ -551,6 +578,7 @@ class VZeroConfig(DistillationConfig):
         check_range("teacher_server_concurrency", self.teacher_server_concurrency, 1, integer=True)
         check_range("evidence_alarm_steps", self.evidence_alarm_steps, 1, integer=True)
         check_range("evidence_alarm_every", self.evidence_alarm_every, 1, integer=True)
+        check_range("gate_probe_steps", self.gate_probe_steps, 1, integer=True)
         self._check_training_numbers()
 
     def _check_training_numbers(self) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate.utils import is_peft_model
+from accelerate.utils import gather_object, is_peft_model
 from datasets import Dataset, IterableDataset
 from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedModel, ProcessorMixin, TrainerCallback
@@ -27,9 +27,11 @@ from trl.trainer.utils import (
 
 from .card import PAPER, build_model_card, teacher_description, tracking_urls
 from .checkpoints import remove_marker, set_learning_rate, write_marker
-from .completions_table import log_completions_table
+from .completions_table import COLUMNS as TABLE_COLUMNS
+from .completions_table import IMAGE_COLUMNS, log_completions_table, thumbnail_png
 from .config import VZeroConfig
 from .evidence_alarm import build_alarm, view_gap_sums
+from .gate_probe import GateProbeCallback, load_probe_rows
 from .gating import (
     evidence_metrics,
     evidence_scores,
@@ -82,9 +84,12 @@ class VZeroTrainer(DistillationTrainer):
       reverse KL), normalised so that gradient accumulation and data parallelism give the same update as one batch;
     - `_generate_single_turn` sends each prompt once with `n = num_generations` to a vLLM server, and never lets a
       vision placeholder token into a completion;
-    - evidence metrics are logged under `evidence/*` and the sampled reverse KL under `distillation/reverse_kl`;
+    - evidence metrics are logged under `evidence/*` and the sampled reverse KL under `distillation/reverse_kl`; the
+      blind-teacher alarm watches both views ([`vzero_trl.evidence_alarm`]), and with `gate_probe_dataset` a callback
+      measures the gate on labelled rows ([`vzero_trl.gate_probe`]);
     - `create_model_card` writes an image-text-to-text card with the teacher and the V-Zero hyper-parameters;
-    - `log` adds each rollout's gate and evidence score to the completions table (`log_completions=True`).
+    - `log` adds each rollout's group, gate, evidence score and both crops to the completions table
+      (`log_completions=True`, [`vzero_trl.completions_table`]).
 
     The README's "Training from Python" shows it at work, and its "Layout" walks a row through the modules it calls.
 
@@ -190,8 +195,8 @@ class VZeroTrainer(DistillationTrainer):
         self._reverse_kl_stats = None
         self._sampler_logps = None  # vLLM's log-probabilities of the last generated rollouts (importance correction)
         # Beside the base class's prompt and completion logs, aligned with them, for the completions table.
-        self._logs["gate"] = deque(maxlen=self._logs["prompt"].maxlen)
-        self._logs["evidence_score"] = deque(maxlen=self._logs["prompt"].maxlen)
+        for key in TABLE_COLUMNS[2:]:
+            self._logs[key] = deque(maxlen=self._logs["prompt"].maxlen)
         self._served_teacher = None  # a vLLM-served teacher (`teacher_server_urls`), checked before any step
         if args.teacher_server_urls:
             self._served_teacher = ServedTeacher(
@@ -207,6 +212,9 @@ class VZeroTrainer(DistillationTrainer):
         scorer = self._teacher() or self.accelerator.unwrap_model(self.model)  # the frozen PEFT teacher: the student
         teacher_dtype = torch.bfloat16 if self._served_teacher is not None else scorer.dtype
         self._evidence_alarm = build_alarm(args, teacher_dtype, train_dataset)
+        if args.gate_probe_dataset is not None:  # labelled rows on which the gate is measured, never trained on
+            probe_rows = load_probe_rows(args.gate_probe_dataset, train_dataset, args.crop_columns)
+            self.add_callback(GateProbeCallback(self, probe_rows))
 
     def _teacher(self) -> PreTrainedModel | None:
         """The unwrapped teacher model, or `None` for the frozen teacher of a PEFT student (see `_peft_teacher`)."""
@@ -441,6 +449,9 @@ class VZeroTrainer(DistillationTrainer):
             self._logs["gate"].extend(all_weights.tolist())
             scores = all_scores.tolist() if all_scores is not None else [math.nan] * len(all_weights)
             self._logs["evidence_score"].extend(scores)
+            self._logs["group"].extend(self.accelerator.gather(group_index).tolist())
+            for key, column in zip(IMAGE_COLUMNS, (args.crop_column, args.negative_crop_column), strict=True):
+                self._logs[key].extend(gather_object([thumbnail_png(row.get(column)) for row in inputs]))
 
         output["teacher_logps"] = pos_logps
         if self._sampler_logps is not None:  # right-padded like the completions, nan where unknown
@@ -614,7 +625,7 @@ class VZeroTrainer(DistillationTrainer):
             self.log_completions = log_completions
         if self.accelerator.is_main_process and self.log_completions:
             log_completions_table(
-                {key: list(self._logs[key]) for key in ("prompt", "completion", "gate", "evidence_score")},
+                {key: list(self._logs[key]) for key in TABLE_COLUMNS},
                 self.state.global_step,
                 self.args.output_dir,
                 self.num_completions_to_print,
