@@ -5,6 +5,7 @@ import logging
 
 import pytest
 import torch
+from helpers import make_args
 from transformers import AutoModelForImageTextToText
 
 from vzero_trl import VZeroConfig, VZeroTrainer
@@ -82,22 +83,7 @@ def blind_teacher(letter_pair, tmp_path_factory):
 
 
 def train(letter_pair, teacher, tmp_path, max_steps, **overrides):
-    settings = dict(
-        output_dir=str(tmp_path / "out"),
-        num_generations=4,
-        per_device_train_batch_size=4,
-        max_completion_length=8,
-        max_steps=max_steps,
-        learning_rate=1e-5,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        bf16=False,
-        use_cpu=True,
-        gradient_checkpointing=False,
-        seed=0,
-    )
-    args = VZeroConfig(**(settings | overrides))
+    args = make_args(tmp_path, max_steps=max_steps, learning_rate=1e-5, **overrides)
     prompts = max_steps * args.per_device_train_batch_size // args.num_generations
     trainer = VZeroTrainer(
         model=letter_pair[1],

@@ -3,6 +3,7 @@ that logs `probe/*`, trains nothing and leaves training exactly as it was."""
 
 import pytest
 import torch
+from helpers import make_args
 
 from vzero_trl import VZeroConfig, VZeroTrainer
 from vzero_trl.gate_probe import grade, load_probe_rows, run_probe
@@ -42,22 +43,7 @@ def test_config_refuses_a_probe_without_a_gate(tmp_path):
 
 
 def make_trainer(letter_pair, tmp_path, **overrides):
-    args = VZeroConfig(
-        output_dir=str(tmp_path / "out"),
-        num_generations=4,
-        per_device_train_batch_size=8,
-        max_completion_length=8,
-        max_steps=2,
-        learning_rate=1e-4,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        bf16=False,
-        use_cpu=True,
-        gradient_checkpointing=False,
-        seed=0,
-        **overrides,
-    )
+    args = make_args(tmp_path, per_device_train_batch_size=8, learning_rate=1e-4, **overrides)
     return VZeroTrainer(
         model=letter_pair[1],
         teacher_model=letter_pair[0],
