@@ -57,10 +57,7 @@ def draw_pictures(summary: dict, runs: list[dict], output_dir: Path) -> list[Pat
         ax.invert_yaxis()
         ax.set_xlabel("p(gold) after training minus plain OPD's, same cell (points)")
         ax.set_title(f"{world} world: paired difference, 95% interval over cells", fontsize=9)
-    fig.tight_layout()
-    paths.append(output_dir / "paired.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(fig, output_dir / "paired.png"))
 
     fig, axes = plt.subplots(1, len(worlds), figsize=(5.2 * len(worlds), 3.8), squeeze=False)
     for ax, world in zip(axes[0], worlds, strict=True):
@@ -74,10 +71,7 @@ def draw_pictures(summary: dict, runs: list[dict], output_dir: Path) -> list[Pat
         ax.set_ylabel("held-out p(gold) (%), mean over cells")
         ax.set_title(f"{world} world")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(output_dir / "curves.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(fig, output_dir / "curves.png"))
 
     fig, axes = plt.subplots(1, len(worlds), figsize=(5.2 * len(worlds), 3.6), squeeze=False)
     for ax, world in zip(axes[0], worlds, strict=True):
@@ -86,8 +80,15 @@ def draw_pictures(summary: dict, runs: list[dict], output_dir: Path) -> list[Pat
         wrong = [g for r in chosen for g in r["gate_values"]["wrong"]]
         auc = summary[world].get("vzero", {}).get("gate_auc", {"mean": math.nan})["mean"]
         draw_gate_histogram(ax, right, wrong, f"{world} world, V-Zero: within-group AUC {auc:.2f}")
-    fig.tight_layout()
-    paths.append(output_dir / "gates.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(fig, output_dir / "gates.png"))
     return paths
+
+
+def _save(fig, path: Path) -> Path:
+    """Lay out, write and close one figure; its path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
