@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from vzero_trl.mini.reproduce import markdown_table, pairs_table
+from vzero_trl.provenance import machine as provenance_machine
 
 
 HERE = Path(__file__).parent
@@ -34,16 +35,11 @@ RESULTS = HERE / "results"
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [
-            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
+    """`provenance.machine()` as one line, with the thread setting, the GPU and the library versions."""
+    host = provenance_machine()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return (
-        f"{cpu}, {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, GPU: {gpu}; "
+        f"{host['cpu']}, {host['cores']} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, GPU: {gpu}; "
         f"Python {platform.python_version()}, torch {torch.__version__}, transformers {version('transformers')}, "
         f"trl {version('trl')}"
     )
