@@ -14,7 +14,8 @@ across sittings (see `vzero_trl.mini.reproduce`).
 import argparse
 import os
 
-from vzero_trl.mini.reproduce import CORE_VARIANTS, PILOT_LEARNING_RATES, PILOT_PAIRS, VARIANTS, pilot, reproduce
+from vzero_trl.mini.reproduce import PILOT_LEARNING_RATES, PILOT_PAIRS, pilot, reproduce
+from vzero_trl.mini.variants import CORE_VARIANTS, VARIANTS
 from vzero_trl.mini.world import WORLDS
 
 

@@ -14,10 +14,7 @@ from transformers import AutoModelForImageTextToText
 from vzero_trl.mini.measure import encode, option_probs, view_messages
 from vzero_trl.mini.pretrain import DRIFT_LOSS_TOKENS, WORLD_PAIRS, AnswerCollator, teaching_rows
 from vzero_trl.mini.reproduce import (
-    BASELINE,
-    CORE_VARIANTS,
     PILOT_PAIRS,
-    VARIANTS,
     WORLD_SETTINGS,
     choose_learning_rate,
     learning_check_thresholds,
@@ -28,6 +25,7 @@ from vzero_trl.mini.reproduce import (
     world_settings,
 )
 from vzero_trl.mini.stats import interval, paired_difference
+from vzero_trl.mini.variants import BASELINE, CORE_VARIANTS, VARIANTS
 from vzero_trl.mini.world import LETTERS, PRIOR_LETTER, make_rows
 from vzero_trl.processing import load_processor
 

@@ -3,15 +3,7 @@
 import math
 from pathlib import Path
 
-
-COLORS = {
-    "vzero": "tab:blue",
-    "no_gate": "tab:orange",
-    "wmin1": "tab:cyan",
-    "random_evidence": "tab:gray",
-    "self_frozen": "tab:purple",
-    "vision_opd": "tab:green",
-}
+from .variants import BASELINE, COLORS, LABELS, VARIANTS
 
 
 def draw_gate_histogram(ax, correct: list[float], wrong: list[float], title: str) -> None:
@@ -35,8 +27,6 @@ def draw_pictures(summary: dict, runs: list[dict], output_dir: Path) -> list[Pat
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .reproduce import BASELINE, LABELS, VARIANTS
 
     worlds = list(summary)
     paths = []

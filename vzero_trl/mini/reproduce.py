@@ -37,39 +37,8 @@ from .measure import evaluate_view, gate_diagnostics
 from .pretrain import WORLD_PAIRS, PairSpec, ensure_pair, pair_dir
 from .recording import RecordingTrainer
 from .stats import interval, paired_difference
+from .variants import BASELINE, CORE_VARIANTS, LABELS, VARIANTS
 from .world import WORLDS, World, make_dataset, make_rows
-
-
-# VZeroConfig overrides per variant (the paper: alpha = 1, w in [0, 2]).
-VARIANTS: dict[str, dict[str, Any]] = {
-    "vzero": {"evidence_alpha": 1.0},
-    "no_gate": {"evidence_alpha": 0.0},
-    # Only up-weights: the wrong rollouts keep their full correction, the right ones gain weight.
-    "wmin1": {"evidence_alpha": 1.0, "evidence_weight_min": 1.0},
-    "random_evidence": {"evidence_alpha": 1.0, "crop_column": "random_crop"},
-    "self_frozen": {"evidence_alpha": 1.0, "teacher_source": "frozen"},
-    "vision_opd": {
-        "evidence_alpha": 0.0,
-        "teacher_source": "ema",
-        "teacher_ema_rate": 0.05,
-        "teacher_view": "crop_only",
-        "loss_type": "full_reverse_kl",
-        "beta": 0.5,
-        "loss_top_k": 100,
-        "loss_aggregation": "token",
-    },
-}
-BASELINE = "no_gate"
-CORE_VARIANTS = ("vzero", "no_gate", "wmin1")  # run in every cell
-OTHER_VARIANTS = ("random_evidence", "self_frozen", "vision_opd")  # run in the cells of the first run seed
-LABELS = {
-    "vzero": "V-Zero (alpha 1, w in [0, 2])",
-    "no_gate": "Plain OPD (no gate)",
-    "wmin1": "V-Zero, w_min = 1",
-    "random_evidence": "Random evidence",
-    "self_frozen": "V-Zero, frozen self-teacher",
-    "vision_opd": "Vision-OPD (EMA, crop only, JSD top-100)",
-}
 
 
 @dataclass(frozen=True)
