@@ -9,6 +9,7 @@ from vzero_trl import VZeroConfig, VZeroTrainer
 from vzero_trl.gate_probe import grade, load_probe_rows, run_probe
 from vzero_trl.gate_stats import gate_diagnostics
 from vzero_trl.mini.world import make_dataset
+from vzero_trl.toy.synthetic import make_dataset as toy_dataset
 
 
 def test_grade_reads_letters_and_short_answers():
@@ -91,3 +92,19 @@ def test_the_probe_and_the_miniature_compute_one_diagnostic():
     from vzero_trl.mini import measure
 
     assert measure.gate_diagnostics is gate_diagnostics
+
+
+def test_the_launcher_runs_the_probe_from_the_command_line(launch, tmp_path):
+    """The demo recipe through `scripts/vzero.py` with a held-out labelled set: the probe's metrics join the logs."""
+    toy_dataset(4, seed=2).save_to_disk(tmp_path / "probe")  # other ids than the launcher's training rows (seed 1)
+    trainer = launch(tmp_path / "run", "--gate_probe_dataset", str(tmp_path / "probe"), "--gate_probe_steps", "1")
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == 2
+    for entry in logged:
+        assert {
+            "probe/rollout_accuracy",
+            "probe/mixed_groups",
+            "probe/gate_correct",
+            "probe/gate_wrong",
+        } <= entry.keys()
+        assert 0.0 <= entry["probe/rollout_accuracy"] <= 1.0

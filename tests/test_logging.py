@@ -23,6 +23,7 @@ def test_trackio_and_wandb_offline_get_metrics_and_the_completions_table(tmp_pat
         "WANDB_MODE": "offline",
         "WANDB_DIR": str(tmp_path),
         "WANDB_SILENT": "true",
+        "WANDB_DATA_DIR": str(tmp_path / "wandb-data"),  # where the tables' artifacts are staged for a later sync
         "TRACKIO_DIR": str(tmp_path / "trackio"),
     }
     recipe = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
@@ -79,6 +80,15 @@ def test_trackio_and_wandb_offline_get_metrics_and_the_completions_table(tmp_pat
     assert list(run.glob("*.wandb")) and any("completions" in p.name for p in run.rglob("*.table.json"))
     (completions,) = [p for p in run.rglob("*.table.json") if p.name.startswith("completions_")][-1:]
     assert json.loads(completions.read_text())["columns"][-2:] == ["crop", "negative_crop"]
+    # The run's file holds placeholders; the table itself goes to wandb as an artifact, staged offline, whose crop
+    # cells are image files (PNG, staged beside it) that wandb shows as pictures.
+    staged = [p for p in (tmp_path / "wandb-data" / "artifacts" / "staging").iterdir() if p.is_file()]
+    tables = [json.loads(p.read_bytes()) for p in staged if p.read_bytes().startswith(b'{"_type": "table"')]
+    tables = [t for t in tables if t["columns"][-2:] == ["crop", "negative_crop"]]
+    assert tables and all(len(t["data"]) == 4 for t in tables)
+    cells = [cell for t in tables for row in t["data"] for cell in row[-2:]]
+    assert all(cell["_type"] == "image-file" and cell["format"] == "png" for cell in cells)
+    assert sum(p.read_bytes().startswith(b"\x89PNG") for p in staged) >= 2  # a crop and a negative crop
 
     # trackio: the local database holds each step's metrics, and step 2's gate metrics are those of the rollouts in
     # step 2's completions table (the same batch, one process).
