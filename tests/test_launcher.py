@@ -8,7 +8,7 @@ import pytest
 from helpers import ROOT
 from transformers.testing_utils import CaptureLogger
 
-import vzero_trl.trainer
+import vzero_trl.checkpoints
 
 
 def test_a_rerun_resumes_only_with_the_settings_the_run_was_started_with(launch, tmp_path, capsys):
@@ -102,7 +102,7 @@ def test_a_holdout_that_leaves_no_row_is_refused_naming_the_option(script, launc
 def test_an_accepted_learning_rate_applies_to_the_restored_optimizer_and_scheduler(launch, tmp_path):
     run = tmp_path / "run"
     launch(run)  # learning_rate 5e-4, constant schedule (the demo recipe)
-    with CaptureLogger(vzero_trl.trainer.logger) as captured:
+    with CaptureLogger(vzero_trl.checkpoints.logger) as captured:
         trainer = launch(run, "--max_steps", "4", "--learning_rate", "1e-3", "--accept_changed_settings", "true")
     rates = {entry["step"]: entry["learning_rate"] for entry in trainer.state.log_history if "loss" in entry}
     assert rates == {1: 5e-4, 2: 5e-4, 3: 1e-3, 4: 1e-3}  # the restored optimizer used to keep 5e-4

@@ -1,12 +1,11 @@
 """Pins the gated sampled-token surrogate (eq. 24) and its aggregation. Moving these numbers changes the objective."""
 
-import math
 import random
 
 import pytest
 import torch
 
-from vzero_trl.losses import generalized_jsd, sampled_token_loss, weighted_aggregate
+from vzero_trl.losses import divergence_metric, loss_normalizer, sampled_token_loss, weighted_aggregate
 
 
 # Two rollouts: the first has two valid tokens, the second one (its second position is padding).
@@ -123,18 +122,30 @@ def test_weighted_aggregate_rejects_unknown_aggregation():
         weighted_aggregate(torch.zeros(1, 2), torch.ones(1, 2), torch.ones(1), aggregation="batch")
 
 
-def test_generalized_jsd_hand_computed():
-    # p_s = [0.5, 0.5], p_t = [0.8, 0.2]; beta = 0.5: m = 0.5 s + 0.5 t = [0.65, 0.35], JSD = the mean of the two KLs.
-    s = torch.tensor([0.5, 0.5]).log()
-    t = torch.tensor([0.8, 0.2]).log()
-    m = [0.65, 0.35]
-    kl_t = 0.8 * math.log(0.8 / m[0]) + 0.2 * math.log(0.2 / m[1])
-    kl_s = 0.5 * math.log(0.5 / m[0]) + 0.5 * math.log(0.5 / m[1])
-    assert generalized_jsd(s, t, 0.5).item() == pytest.approx(0.5 * kl_t + 0.5 * kl_s)
-    # beta = 0.25: m = 0.75 s + 0.25 t = [0.575, 0.425]
-    m = [0.575, 0.425]
-    kl_t = 0.8 * math.log(0.8 / m[0]) + 0.2 * math.log(0.2 / m[1])
-    kl_s = 0.5 * math.log(0.5 / m[0]) + 0.5 * math.log(0.5 / m[1])
-    assert generalized_jsd(s, t, 0.25).item() == pytest.approx(0.25 * kl_t + 0.75 * kl_s)
-    # beta = 1: the reverse KL(s || t)
-    assert generalized_jsd(s, t, 1.0).item() == pytest.approx(0.5 * math.log(0.5 / 0.8) + 0.5 * math.log(0.5 / 0.2))
+def test_the_normalizer_is_the_generation_batch_count_per_process():
+    # 2 processes; the generation batch holds 12 rollouts and 30 valid tokens, which the base class passes as 30 / 2.
+    tokens, sequences = torch.tensor(15.0), torch.tensor(12)
+    assert loss_normalizer("token", tokens, sequences, 2) is tokens
+    assert loss_normalizer("sequence", tokens, sequences, 2).item() == 6.0
+    assert loss_normalizer("sequence", None, sequences, 2) is None  # no count from the base class: local means
+
+
+def test_a_micro_batch_sum_over_the_normalizer_gives_the_generation_batch_mean():
+    # Two micro-batches of one rollout each (per-token loss 1 and 3, 2 tokens each, gate 1): the "sequence" mean of
+    # the whole batch is (1 + 3) / 2 = 2, and so is the sum of the two micro-batch losses.
+    mask, weights = torch.ones(1, 2), torch.ones(1)
+    normalizer = loss_normalizer("sequence", torch.tensor(4.0), torch.tensor(2), 1)
+    parts = [weighted_aggregate(torch.full((1, 2), v), mask, weights, "sequence", normalizer) for v in (1.0, 3.0)]
+    assert sum(parts).item() == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    "beta,top_k,name",
+    [
+        (1.0, None, "distillation/reverse_kl"),
+        (0.5, None, "distillation/divergence"),
+        (1.0, 100, "distillation/divergence"),
+    ],
+)
+def test_the_divergence_metric_is_named_after_what_the_loss_distils(beta, top_k, name):
+    assert divergence_metric(beta, top_k) == name

@@ -8,7 +8,6 @@ from helpers import make_args
 from transformers.testing_utils import CaptureLogger
 
 import vzero_trl.checkpoints
-import vzero_trl.trainer
 from vzero_trl import VZeroTrainer
 from vzero_trl.checkpoints import MARKER, atomic_save, last_complete_checkpoint, write_marker
 from vzero_trl.teachers import EMA_FILE
@@ -85,7 +84,7 @@ def test_a_run_killed_before_its_checkpoint_is_marked_resumes_from_the_previous_
     tiny_models, tmp_path, dataset, monkeypatch
 ):
     out = tmp_path / "out"
-    monkeypatch.setattr(vzero_trl.trainer, "write_marker", kill_at(2))
+    monkeypatch.setattr(vzero_trl.checkpoints, "write_marker", kill_at(2))
     with pytest.raises(Killed):
         ema_trainer(tiny_models, tmp_path, dataset, save_total_limit=1).train()
     # Every file of checkpoint-2 is written, the EMA teacher and trainer_state.json included, but not the marker; and
@@ -96,7 +95,7 @@ def test_a_run_killed_before_its_checkpoint_is_marked_resumes_from_the_previous_
     listed = json.loads((out / "checkpoint-1" / MARKER).read_text())["files"]
     assert {EMA_FILE, "trainer_state.json", "model.safetensors", "optimizer.pt"} <= set(listed)
 
-    monkeypatch.setattr(vzero_trl.trainer, "write_marker", write_marker)
+    monkeypatch.setattr(vzero_trl.checkpoints, "write_marker", write_marker)
     trainer = ema_trainer(tiny_models, tmp_path, dataset, save_total_limit=1)
     trainer.train(resume_from_checkpoint=last_complete_checkpoint(str(out)))
     assert trainer.state.global_step == 2
@@ -125,10 +124,10 @@ def test_a_kill_while_the_ema_teacher_is_written_leaves_no_complete_checkpoint(
 
 def test_the_launcher_skips_a_half_written_checkpoint_and_finishes(launch, tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
-    monkeypatch.setattr(vzero_trl.trainer, "write_marker", kill_at(2))
+    monkeypatch.setattr(vzero_trl.checkpoints, "write_marker", kill_at(2))
     with pytest.raises(Killed):
         launch(run)
-    monkeypatch.setattr(vzero_trl.trainer, "write_marker", write_marker)
+    monkeypatch.setattr(vzero_trl.checkpoints, "write_marker", write_marker)
     capsys.readouterr()
     with CaptureLogger(vzero_trl.checkpoints.logger) as captured:
         trainer = launch(run)

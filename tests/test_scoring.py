@@ -1,4 +1,5 @@
-"""The chunked completion log-probabilities and reverse KL of `vzero_trl.scoring`, pinned against full-logits references.
+"""The chunked completion log-probabilities and divergences of `vzero_trl.scoring`, pinned against full-logits references
+(and the generalized JSD against hand-computed values).
 
 The references project every position to the whole vocabulary with a plain matmul and `log_softmax`, one token at a
 time in Python loops, sharing no code with the tiled kernels. The vocabulary (20,000) is wider than two tiles of
@@ -10,7 +11,13 @@ import math
 import pytest
 import torch
 
-from vzero_trl.scoring import VOCAB_CHUNK_SIZE, completion_logps, completion_reverse_kl, lm_head_params
+from vzero_trl.scoring import (
+    VOCAB_CHUNK_SIZE,
+    completion_logps,
+    completion_reverse_kl,
+    generalized_jsd,
+    lm_head_params,
+)
 
 
 VOCAB = 20_000
@@ -212,3 +219,20 @@ def test_fully_masked_batch_has_zero_top_k_divergence_and_gradient():
     divergence, entropy = completion_reverse_kl(hidden, student, other, teacher, torch.zeros(2, 5), beta=0.5, top_k=5)
     divergence.sum().backward()
     assert divergence.abs().sum() == 0 and entropy.abs().sum() == 0 and hidden.grad.abs().sum() == 0
+
+
+def test_generalized_jsd_hand_computed():
+    # p_s = [0.5, 0.5], p_t = [0.8, 0.2]; beta = 0.5: m = 0.5 s + 0.5 t = [0.65, 0.35], JSD = the mean of the two KLs.
+    s = torch.tensor([0.5, 0.5]).log()
+    t = torch.tensor([0.8, 0.2]).log()
+    m = [0.65, 0.35]
+    kl_t = 0.8 * math.log(0.8 / m[0]) + 0.2 * math.log(0.2 / m[1])
+    kl_s = 0.5 * math.log(0.5 / m[0]) + 0.5 * math.log(0.5 / m[1])
+    assert generalized_jsd(s, t, 0.5).item() == pytest.approx(0.5 * kl_t + 0.5 * kl_s)
+    # beta = 0.25: m = 0.75 s + 0.25 t = [0.575, 0.425]
+    m = [0.575, 0.425]
+    kl_t = 0.8 * math.log(0.8 / m[0]) + 0.2 * math.log(0.2 / m[1])
+    kl_s = 0.5 * math.log(0.5 / m[0]) + 0.5 * math.log(0.5 / m[1])
+    assert generalized_jsd(s, t, 0.25).item() == pytest.approx(0.25 * kl_t + 0.75 * kl_s)
+    # beta = 1: the reverse KL(s || t)
+    assert generalized_jsd(s, t, 1.0).item() == pytest.approx(0.5 * math.log(0.5 / 0.8) + 0.5 * math.log(0.5 / 0.2))

@@ -347,28 +347,6 @@ def test_training_run_changes_every_parameter_and_logs_evidence_metrics(
         )
 
 
-def test_groups_are_contiguous_in_every_generation_batch(tiny_models, tmp_path, dataset):
-    trainer = make_trainer(
-        tiny_models, tmp_path, dataset, num_generations=4, per_device_train_batch_size=2, gradient_accumulation_steps=4
-    )
-    for batch, _ in zip(trainer.get_train_dataloader(), range(3), strict=False):
-        ids = [row["id"] for row in batch]
-        assert len(ids) == 8
-        assert ids[0:4] == [ids[0]] * 4 and ids[4:8] == [ids[4]] * 4 and ids[0] != ids[4]
-
-
-def test_iterable_dataset_keeps_groups_contiguous_and_trains(tiny_models, tmp_path, dataset):
-    stream = dataset.to_iterable_dataset()
-    trainer = make_trainer(
-        tiny_models, tmp_path, stream, num_generations=2, per_device_train_batch_size=2, gradient_accumulation_steps=2
-    )
-    batch = next(iter(trainer.get_train_dataloader()))
-    ids = [row["id"] for row in batch]
-    assert ids[0] == ids[1] and ids[2] == ids[3] and ids[0] != ids[2]
-    trainer.train()
-    assert trainer.state.global_step == 2
-
-
 @pytest.mark.parametrize("aggregation", ["sequence", "token"])
 def test_gradient_accumulation_gives_the_update_of_one_large_batch(tiny_models, tmp_path, dataset, aggregation):
     """SGD (not Adam, whose first step hides gradient scale) makes the parameter change proportional to the gradient."""

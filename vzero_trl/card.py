@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardData
-from transformers import is_wandb_available
-from trl.trainer.utils import get_trackio_space_url
+from transformers import PretrainedConfig, is_wandb_available
+from trl.trainer.utils import get_config_model_id, get_trackio_space_url
 
 
 if is_wandb_available():
@@ -109,13 +109,14 @@ def duration(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
-def teacher_description(teacher_source: str, base_model: str | None, teacher_id: str | None) -> str:
+def teacher_description(teacher_source: str, base_model: str | None, teacher_config: PretrainedConfig) -> str:
     """
-    What the card calls the teacher: the external teacher's checkpoint (`teacher_id`), or, for a self-teacher
-    (`teacher_source` `"frozen"` or `"ema"`), a sentence naming the student it was built from.
+    What the card calls a local teacher: the external teacher's checkpoint (Hub id or path, read from its
+    `teacher_config`), or, for a self-teacher (`teacher_source` `"frozen"` or `"ema"`), a sentence naming the student
+    it was built from. A served teacher is called by the name its servers give it.
     """
     if teacher_source == "external":
-        return teacher_id
+        return get_config_model_id(teacher_config)
     kind = "a frozen copy" if teacher_source == "frozen" else "an exponential moving average"
     return f"{kind} of the student ({base_model}), seeing the evidence"
 

@@ -8,6 +8,8 @@ resumes only from a folder whose marker is there and whose files all match it, a
 
 A resumed optimizer and scheduler come back with the learning rate they were saved with; [`set_learning_rate`] puts
 the run's own rate on them, so that a changed `learning_rate` takes effect from the resumed step on.
+
+[`MarkedCheckpoints`] is the trainer side of both: a mixin whose hooks save and resume this way.
 """
 
 import json
@@ -15,7 +17,7 @@ import os
 from pathlib import Path
 
 import torch
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from transformers.utils import logging
 
 
@@ -97,3 +99,56 @@ def set_learning_rate(
         group["lr"] = base * factor(scheduler.last_epoch)
     scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
     return restored
+
+
+class MarkedCheckpoints:
+    """
+    Mixin for a `transformers.Trainer` subclass (placed before it): every checkpoint it saves gets its marker, and a
+    resume puts the run's `learning_rate` on the restored optimizer and scheduler. Overrides `_save_checkpoint`,
+    `_push_from_checkpoint` and `_load_optimizer_and_scheduler` (transformers 5.25); a subclass writes files of its
+    own into each checkpoint with [`_save_own_state`], called on the process that saves, before the base class's files.
+    """
+
+    def _save_own_state(self, folder: str) -> None:
+        """Write the subclass's own files into the checkpoint `folder` (nothing here)."""
+
+    def _save_checkpoint(self, model, trial):
+        # The subclass's own state first, then the base class's files, then, once every process has written its part,
+        # the marker (before a push, so that the pushed copy is complete too). Older checkpoints are rotated out only
+        # after that (the base class would rotate before it), so a kill while saving leaves a complete checkpoint.
+        run_dir = self._get_output_dir(trial=trial)
+        folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")  # the base class's name
+        if self.args.should_save:
+            os.makedirs(folder, exist_ok=True)
+            remove_marker(folder)
+            self._save_own_state(folder)
+        save_total_limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = save_total_limit
+        self._mark_complete(folder)
+        if self.args.should_save:
+            rotate_checkpoints(run_dir, save_total_limit, self.state.best_model_checkpoint, use_mtime=True)
+
+    def _push_from_checkpoint(self, checkpoint_folder):
+        # Called by the base `_save_checkpoint` on every process once all files are written (transformers 5).
+        self._mark_complete(checkpoint_folder)
+        super()._push_from_checkpoint(checkpoint_folder)
+
+    def _mark_complete(self, folder: str) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            write_marker(folder, self.state.global_step)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        # The schedule's base rate, which the restored optimizer state brought back from the checkpoint.
+        if checkpoint is None or self.optimizer.param_groups[0].get("initial_lr") in (None, self.args.learning_rate):
+            return
+        restored = set_learning_rate(self.optimizer, self.lr_scheduler, self.args.learning_rate)
+        logger.warning(
+            f"Resuming {checkpoint} with learning_rate {self.args.learning_rate} instead of the {restored} it was "
+            f"saved with: the restored optimizer and scheduler now use it (current rate "
+            f"{self.lr_scheduler.get_last_lr()[0]:.6g} at optimizer step {self.lr_scheduler.last_epoch})."
+        )

@@ -9,8 +9,11 @@ positive and negative crop (`crop`, `negative_crop`). In the parquet file the cr
 """
 
 import io
+import math
 import os
+from collections import deque
 
+import torch
 from PIL import Image
 from transformers import is_trackio_available, is_wandb_available
 from transformers.utils import is_rich_available
@@ -22,6 +25,32 @@ COLUMNS = ("prompt", "completion", "group", "gate", "evidence_score", "crop", "n
 IMAGE_COLUMNS = ("crop", "negative_crop")
 # Longest side of a logged crop, in pixels: enough to see what the teacher was shown, small beside a run's logs.
 THUMBNAIL = 256
+
+
+def add_columns(logs: dict[str, deque]) -> None:
+    """Give the trainer's completion logs (TRL's `_logs`, which hold `prompt` and `completion`) the table's other
+    columns, as deques of the same length."""
+    for key in COLUMNS[2:]:
+        logs[key] = deque(maxlen=logs["prompt"].maxlen)
+
+
+def extend_columns(
+    logs: dict[str, deque],
+    gates: torch.Tensor,
+    scores: torch.Tensor | None,
+    groups: torch.Tensor,
+    crops: list[tuple[bytes | None, bytes | None]],
+) -> None:
+    """
+    Append one generation batch's rollouts to the columns of [`add_columns`], in the order of the base class's prompts
+    and completions: gates `(N,)`, evidence scores `(N,)` (`None` without a negative view: `nan`), groups `(N,)`, and
+    each rollout's positive and negative crop as [`thumbnail_png`] bytes, all gathered from every process.
+    """
+    logs["gate"].extend(gates.tolist())
+    logs["evidence_score"].extend(scores.tolist() if scores is not None else [math.nan] * len(gates))
+    logs["group"].extend(groups.tolist())
+    for key, images in zip(IMAGE_COLUMNS, zip(*crops, strict=True), strict=True):
+        logs[key].extend(images)
 
 
 def thumbnail_png(image: Image.Image | None) -> bytes | None:

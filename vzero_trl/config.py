@@ -1,7 +1,7 @@
 """`VZeroConfig`: the one flat configuration of V-Zero training, a `trl.DistillationConfig` with the V-Zero fields."""
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from trl import DistillationConfig
 
@@ -397,6 +397,29 @@ class VZeroConfig(DistillationConfig):
         if self.teacher_view == "crop_only":
             return self.teacher_crop_only_prefix, self.teacher_crop_only_suffix
         return self.teacher_crop_prefix, self.teacher_crop_suffix
+
+    @property
+    def gate_settings(self) -> dict[str, Any]:
+        """The gate's settings as [`~vzero_trl.gating.evidence_weights`] takes them (beside the scores and `G`)."""
+        return dict(
+            alpha=self.evidence_alpha,
+            w_min=self.evidence_weight_min,
+            w_max=self.evidence_weight_max,
+            eps=self.evidence_eps,
+            std=self.evidence_std,
+        )
+
+    @property
+    def loss_settings(self) -> dict[str, Any]:
+        """The objective's settings as [`~vzero_trl.losses.gated_distillation_loss`] takes them."""
+        return dict(
+            loss_type=self.loss_type,
+            aggregation=self.loss_aggregation,
+            log_ratio_clip=self.log_ratio_clip,
+            beta=self.beta,
+            top_k=self.loss_top_k,
+            importance_clip=self.rollout_importance_clip,
+        )
 
     @property
     def reentrant_checkpointing(self) -> bool:

@@ -20,11 +20,14 @@ rollouts per process every `evidence_alarm_every` steps until the alarm has deci
 [`EvidenceAlarm`] keeps the window's sums and decides.
 """
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
 from PIL import Image
 from transformers.utils import logging
+
+from .views import check_row
 
 
 logger = logging.get_logger(__name__)
@@ -164,6 +167,45 @@ class EvidenceAlarm:
             self.disable(f"the rows hold no negative crop in {self.columns[1]!r}")
             return False
         return True
+
+    def watch(
+        self,
+        step: int,
+        rows: list[dict],
+        first_group: slice,
+        completion_ids: torch.Tensor,
+        mask: torch.Tensor,
+        pos_logps: torch.Tensor,
+        neg_logps: torch.Tensor | None,
+        replay: Callable,
+        gather: Callable,
+    ) -> dict[str, float]:
+        """
+        Feed one training batch of step `step` to the alarm ([`update`]); returns its metrics (none when not scored).
+
+        Args:
+            rows (`list[dict]`), completion_ids (`torch.Tensor`), mask (`torch.Tensor`):
+                The batch's rows and rollouts `(B, C)` on this process.
+            first_group (`slice`):
+                The rows of this process's first group: without a negative view, the alarm scores theirs alone.
+            pos_logps (`torch.Tensor`), neg_logps (`torch.Tensor` or `None`):
+                The teacher's per-token log-probs `(B, C)` under both views; `None` without a negative view
+                (`evidence_alpha = 0`), when the alarm scores one every `every` steps ([`wants_sample`]).
+            replay (`Callable`):
+                The trainer's `_replay(rows, groups, completion_ids, mask, columns)`, for that scoring.
+            gather (`Callable`):
+                `accelerator.gather`: the counts are summed over processes.
+        """
+        selected = slice(None)
+        if neg_logps is None:
+            if not self.wants_sample(step, rows[first_group.start]):
+                return {}
+            selected, size, columns = first_group, first_group.stop - first_group.start, [self.columns[1]]
+            check_row(rows[first_group.start], columns, first_group.start)
+            scored = replay(rows[selected], [slice(0, size)], completion_ids[selected], mask[selected], columns)
+            neg_logps = scored[0][0]
+        sums = view_gap_sums(pos_logps[selected], neg_logps, mask[selected], self.tolerance)
+        return self.update(gather(sums.view(1, 4)).sum(0))
 
     def disable(self, reason: str) -> None:
         """Turn the alarm off for the run, saying why once."""

@@ -108,3 +108,10 @@ def importance_sums(ratio: torch.Tensor, mask: torch.Tensor, clip: float) -> tor
     """
     valid = mask.bool()
     return torch.stack([ratio[valid].sum(), (ratio[valid] > clip).sum().float()])
+
+
+def importance_metrics(sums: torch.Tensor, num_tokens: torch.Tensor) -> dict[str, float]:
+    """The logged `rollout_is/*` metrics from [`importance_sums`] `(2,)` and the valid token count, both summed over
+    processes: the mean ratio `pi_train / pi_sampler` and the fraction of tokens whose ratio was truncated."""
+    total = num_tokens.clamp(min=1)
+    return {"rollout_is/ratio_mean": (sums[0] / total).item(), "rollout_is/clipped_frac": (sums[1] / total).item()}

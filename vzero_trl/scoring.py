@@ -3,9 +3,14 @@
 V-Zero needs log-probabilities of the sampled tokens only: the student's (with gradient) and the teacher's under each
 evidence view. Projecting the hidden states at the completion positions in vocabulary tiles with
 `trl.kernels.ChunkedLogProbFunction` never materialises the `(tokens x vocabulary)` logits, which for Qwen3.5's 248k
-vocabulary and 2,048-token completions would cost gigabytes per rollout. [`gated_distillation_loss`] turns the
-student's hidden states into the gated loss of either `loss_type`.
+vocabulary and 2,048-token completions would cost gigabytes per rollout. The full-vocabulary divergences of the
+full reverse-KL mode ([`completion_reverse_kl`]: reverse KL, or the generalized JSD [`generalized_jsd`], optionally on
+the teacher's top-k tokens) are computed here the same way. "Scoring" means this everywhere in the package (the
+`teacher_scoring` and `student_scoring` strategies choose how the hidden states are produced); [`vzero_trl.losses`]
+turns the scores into the gated loss.
 """
+
+import math
 
 import torch
 from torch.distributed.tensor import DTensor
@@ -13,9 +18,6 @@ from torch.utils.checkpoint import checkpoint
 from trl.kernels import ChunkedLogProbFunction
 from trl.kernels.chunked_divergence import ChunkedDivergenceFunction  # not exported by `trl.kernels`; trl is pinned
 from trl.trainer.utils import maybe_gather_lm_head_ctx
-
-from .importance import importance_sums, truncated_importance_weights
-from .losses import generalized_jsd, sampled_token_loss, weighted_aggregate
 
 
 # Vocabulary tile width: a (4096 tokens x 8192) tile is 64 MiB in bf16.
@@ -98,7 +100,7 @@ def completion_reverse_kl(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """
     Exact per-token reverse KL `KL(pi_s || pi_t)` over the full vocabulary (eq. 21), or the generalized JSD for
-    `beta < 1` ([`~vzero_trl.losses.generalized_jsd`]), at the valid completion positions.
+    `beta < 1` ([`generalized_jsd`]), at the valid completion positions.
 
     Over the full vocabulary it runs in vocabulary tiles (`trl`'s chunked divergence kernel, whose backward honours
     per-token gradient weights). With `top_k` (Vision-OPD's top-100), both distributions are restricted to the
@@ -158,109 +160,6 @@ def completion_reverse_kl(
     return zeros.masked_scatter(valid, divergence.float()), zeros.masked_scatter(valid, entropy.detach().float())
 
 
-def gated_distillation_loss(
-    hidden_states: torch.Tensor,
-    lm_head: torch.nn.Module,
-    completion_ids: torch.Tensor,
-    mask: torch.Tensor,
-    evidence_weights: torch.Tensor,
-    *,
-    loss_type: str,
-    aggregation: str,
-    temperature: float,
-    normalizer: torch.Tensor | float | None = None,
-    teacher_logps: torch.Tensor | None = None,
-    log_ratio_clip: float | None = None,
-    teacher_hidden_states: torch.Tensor | None = None,
-    teacher_lm_head: torch.nn.Module | None = None,
-    beta: float = 1.0,
-    top_k: int | None = None,
-    sampler_logps: torch.Tensor | None = None,
-    importance_clip: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """
-    The gated distillation loss of one micro-batch from the student's hidden states: the sampled-token surrogate
-    ([`~vzero_trl.losses.sampled_token_loss`], eq. 24) against the positive-view teacher log-probabilities, or the
-    full-vocabulary divergence ([`completion_reverse_kl`], eq. 22) against the teacher's hidden states, each token
-    optionally reweighted by the rollout importance correction ([`vzero_trl.importance`]).
-
-    Args:
-        hidden_states (`torch.Tensor`):
-            Student backbone output aligned with the completion, shape `(B, C, H)`.
-        lm_head (`torch.nn.Module`):
-            Student output projection, weight `(V, H)`.
-        completion_ids (`torch.Tensor`):
-            Sampled tokens `(B, C)`.
-        mask (`torch.Tensor`):
-            Completion mask `(B, C)`.
-        evidence_weights (`torch.Tensor`):
-            Gates `(B,)`.
-        loss_type (`str`):
-            `"sampled_token"` or `"full_reverse_kl"`.
-        aggregation (`str`):
-            `"sequence"` or `"token"`, see [`~vzero_trl.losses.weighted_aggregate`].
-        temperature (`float`):
-            Softmax temperature.
-        normalizer (`torch.Tensor` or `float`, *optional*):
-            Global denominator, see [`~vzero_trl.losses.weighted_aggregate`].
-        teacher_logps (`torch.Tensor`, *optional*):
-            Positive-view teacher log-probabilities `(B, C)`; needed by `"sampled_token"`.
-        log_ratio_clip (`float`, *optional*):
-            See [`~vzero_trl.losses.sampled_token_loss`].
-        teacher_hidden_states (`torch.Tensor`, *optional*), teacher_lm_head (`torch.nn.Module`, *optional*):
-            Positive-view teacher hidden states `(B, C, H_t)` and output projection; needed by `"full_reverse_kl"`.
-        beta (`float`, *optional*, defaults to `1.0`), top_k (`int`, *optional*):
-            See [`completion_reverse_kl`].
-        sampler_logps (`torch.Tensor`, *optional*):
-            The sampler's log-probabilities `(B, C)` (`nan` where unknown); with `importance_clip`, turns on the
-            importance correction.
-        importance_clip (`float`, *optional*):
-            The truncation `C` of the importance weights.
-
-    Returns:
-        `tuple`: the scalar loss; the per-token divergence `(B, C)` that the loss distils, detached (the sampled
-        estimate `lp_s - lp_t` for `"sampled_token"`); the student's per-token entropy `(B, C)`, no gradient; and the
-        [`~vzero_trl.importance.importance_sums`] `(2,)`, or `None` without importance correction.
-    """
-    student_logps, token_weights, importance = None, None, None
-    if sampler_logps is not None:  # rollout importance correction, min(pi_train / pi_sampler, C) per token
-        student_logps, entropy = completion_logps(
-            hidden_states, lm_head, completion_ids, mask, temperature, with_entropy=True
-        )
-        token_weights, ratio = truncated_importance_weights(student_logps, sampler_logps, mask, importance_clip)
-        importance = importance_sums(ratio, mask, importance_clip)
-
-    if loss_type == "sampled_token":
-        if student_logps is None:
-            student_logps, entropy = completion_logps(
-                hidden_states, lm_head, completion_ids, mask, temperature, with_entropy=True
-            )
-        loss = sampled_token_loss(
-            student_logps,
-            teacher_logps,
-            mask,
-            evidence_weights,
-            aggregation=aggregation,
-            log_ratio_clip=log_ratio_clip,
-            normalizer=normalizer,
-            token_weights=token_weights,
-        )
-        return loss, (student_logps - teacher_logps).detach(), entropy, importance  # sampled estimate of KL(s || t)
-    per_token_kl, entropy = completion_reverse_kl(
-        hidden_states,
-        lm_head,
-        teacher_hidden_states,
-        teacher_lm_head,
-        mask,
-        temperature,
-        beta=beta,
-        top_k=top_k,
-    )
-    weighted = per_token_kl if token_weights is None else token_weights * per_token_kl
-    loss = weighted_aggregate(weighted, mask, evidence_weights, aggregation, normalizer)
-    return loss, per_token_kl.detach(), entropy, importance
-
-
 def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, temperature: float) -> torch.Tensor:
     return torch.nn.functional.linear(hidden, weight, bias).float() / temperature
 
@@ -309,3 +208,31 @@ def _top_k_divergence(
         empty = student_hidden.sum() * 0
         return empty.expand(0), empty.detach().expand(0)
     return torch.cat(divergences), torch.cat(entropies)
+
+
+def generalized_jsd(student_logps: torch.Tensor, teacher_logps: torch.Tensor, beta: float) -> torch.Tensor:
+    """
+    Generalized Jensen-Shannon divergence between two distributions over the last axis, in TRL's `beta` convention
+    (`trl.DistillationTrainer`, TRL 1.16): with the mixture `m = (1 - beta) * p_s + beta * p_t`,
+    `JSD_beta = beta * KL(p_t || m) + (1 - beta) * KL(p_s || m)`. `beta = 1` is defined as the reverse KL
+    `KL(p_s || p_t)` (the limit of the formula is 0 there, so TRL special-cases it, and so do we); `beta = 0.5` is the
+    symmetric JSD of Vision-OPD (its "alpha 0.5").
+
+    Args:
+        student_logps (`torch.Tensor`):
+            Normalised student log-probabilities `(..., V)`, carrying the gradient.
+        teacher_logps (`torch.Tensor`):
+            Normalised teacher log-probabilities `(..., V)` (treated as constants by the caller).
+        beta (`float`):
+            In `(0, 1]`.
+
+    Returns:
+        `torch.Tensor`: the divergence per position, shape `(...)`.
+    """
+    student_probs = student_logps.exp()
+    if beta == 1.0:
+        return (student_probs * (student_logps - teacher_logps)).sum(-1)
+    mixture = torch.logaddexp(student_logps + math.log(1 - beta), teacher_logps + math.log(beta))
+    teacher_term = (teacher_logps.exp() * (teacher_logps - mixture)).sum(-1)
+    student_term = (student_probs * (student_logps - mixture)).sum(-1)
+    return beta * teacher_term + (1 - beta) * student_term

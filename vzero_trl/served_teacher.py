@@ -22,12 +22,16 @@ import io
 import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 import torch
 from PIL import Image, ImageDraw
-from transformers import ProcessorMixin
+from transformers import PretrainedConfig, ProcessorMixin
+
+
+if TYPE_CHECKING:
+    from .config import VZeroConfig
 
 
 RENDER = "/v1/chat/completions/render"
@@ -366,3 +370,22 @@ def probe_messages(image: Image.Image) -> list[dict[str, Any]]:
 def vocabulary_size(processor: ProcessorMixin, config) -> int:
     """The student's vocabulary as vLLM bounds token ids: the larger of the tokenizer's and the text model's."""
     return max(len(processor.tokenizer), config.get_text_config().vocab_size)
+
+
+def connect_served_teacher(
+    args: "VZeroConfig", processor: ProcessorMixin, student_config: PretrainedConfig, chat_template_kwargs: dict
+) -> ServedTeacher:
+    """
+    The client of the teacher's servers `args.teacher_server_urls`, with the `teacher_server_*` settings, refused
+    before any step unless they can stand in for an in-process teacher of this student ([`ServedTeacher.check`]).
+    """
+    teacher = ServedTeacher(
+        args.teacher_server_urls,
+        args.teacher_model_name_or_path,
+        timeout=args.teacher_server_timeout,
+        retries=args.teacher_server_retries,
+        backoff=args.teacher_server_backoff,
+        concurrency=args.teacher_server_concurrency,
+    )
+    teacher.check(processor, vocabulary_size(processor, student_config), chat_template_kwargs)
+    return teacher

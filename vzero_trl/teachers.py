@@ -11,18 +11,28 @@ Three teacher sources (`VZeroConfig.teacher_source`):
 
 Every source is a model of the student's family, so shared-prefix scoring applies to the self-teachers whenever it
 applies to the student. [`setup_teacher`] builds the self-teachers once the base trainer has prepared the models;
-offload ([`offloaded`]) keeps an external teacher on the CPU between generation batches.
+offload ([`offloaded`]) keeps an external teacher on the CPU between generation batches. [`LocalTeacher`] is what the
+trainer knows of its teacher: the model whose weights score, how it is made ready to replay rollouts, and its output
+layer (a teacher served by vLLM is [`vzero_trl.served_teacher`] instead).
 """
 
 import copy
 import os
+from collections.abc import Callable
 from contextlib import contextmanager
+from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
+from accelerate import Accelerator
 from accelerate.utils import is_peft_model
 from transformers import PreTrainedModel, TrainerCallback
 
 from .checkpoints import atomic_save
+
+
+if TYPE_CHECKING:
+    from .config import VZeroConfig
 
 
 EMA_FILE = "ema_teacher.pt"
@@ -50,51 +60,56 @@ def check_teacher_model(
 
 
 def setup_teacher(
-    teacher_source: str,
+    args: "VZeroConfig",
     teacher_model: torch.nn.Module | None,
     student: torch.nn.Module,
+    accelerator: Accelerator,
     sharded: bool,
-    offload: bool,
-) -> tuple[torch.nn.Module | None, torch.nn.Module | None]:
+    redirect: Callable,
+) -> "LocalTeacher":
     """
     The trainer's teacher once the base trainer has prepared the models: an external teacher, moved to the CPU when
     offloaded (it comes back per generation batch through [`offloaded`]), or a self-teacher built from the student.
 
     Args:
-        teacher_source (`str`):
-            `VZeroConfig.teacher_source`: `"external"`, `"frozen"` or `"ema"`.
+        args ([`VZeroConfig`]):
+            Its `teacher_source` (`"external"`, `"frozen"` or `"ema"`) and `offload_teacher`.
         teacher_model (`torch.nn.Module` or `None`):
             The prepared external teacher, `None` for a self-teacher.
         student (`torch.nn.Module`):
-            The unwrapped student (possibly a PEFT model).
+            The student as the trainer holds it (possibly wrapped, possibly a PEFT model).
+        accelerator (`accelerate.Accelerator`):
+            The trainer's: it unwraps the models and gives the device the teacher scores on.
         sharded (`bool`):
             Whether DeepSpeed or FSDP runs the models: neither offload nor a self-teacher supports it.
-        offload (`bool`):
-            `VZeroConfig.offload_teacher`.
+        redirect (`Callable`):
+            The trainer's `_forward_redirection`, through which an external teacher's forwards go.
 
     Returns:
-        `tuple`: the teacher model (`None` for the frozen teacher of a PEFT student), and the PEFT student whose base
-        model, adapter disabled, is that frozen teacher (else `None`).
+        [`LocalTeacher`]: its `model` is the trainer's `teacher_model` (`None` for the frozen teacher of a PEFT
+        student, whose base model with the adapter disabled scores).
     """
+    teacher_source, offload = args.teacher_source, args.offload_teacher
     if teacher_source == "external":
         if offload:
             if sharded:
                 raise ValueError("`offload_teacher` moves a plain module; it does not run under DeepSpeed or FSDP.")
             teacher_model.to("cpu")
-        return teacher_model, None
+        return LocalTeacher(teacher_model, None, accelerator, offload, redirect)
     if sharded:
         raise ValueError(
             f"teacher_source={teacher_source!r} copies unsharded weights and does not run under "
             "DeepSpeed or FSDP; use DDP or one GPU, or an external teacher."
         )
+    student = accelerator.unwrap_model(student)
     if is_peft_model(student):
         if teacher_source == "ema":
             raise ValueError(
                 "teacher_source='ema' averages all of the student's weights and needs a full-parameter student; "
                 "with a LoRA student use teacher_source='frozen' (the base model, adapter disabled)."
             )
-        return None, student
-    return self_teacher_copy(student), None
+        return LocalTeacher(None, student, accelerator, offload)
+    return LocalTeacher(self_teacher_copy(student), None, accelerator, offload)
 
 
 def self_teacher_copy(student: PreTrainedModel) -> PreTrainedModel:
@@ -204,3 +219,62 @@ def offloaded(model: torch.nn.Module, device: torch.device | str, enabled: bool 
         yield model
     finally:
         model.to("cpu")
+
+
+class LocalTeacher:
+    """
+    The teacher that scores rollouts in this process: which weights score, how the teacher is made ready to replay a
+    generation batch, and its output layer. Built by [`setup_teacher`].
+
+    Args:
+        model (`torch.nn.Module` or `None`):
+            The trainer's `teacher_model`: the external teacher as the accelerator prepared it, a frozen copy or the
+            EMA teacher; `None` for the frozen teacher of a PEFT student.
+        peft_student (`peft.PeftModel` or `None`):
+            The unwrapped PEFT student whose base model, adapter disabled, is the teacher when `model` is `None`.
+        accelerator (`accelerate.Accelerator`):
+            The trainer's: it unwraps the teacher, and its device is where the teacher scores (an offloaded teacher
+            comes there for each replay).
+        offload (`bool`):
+            `VZeroConfig.offload_teacher`.
+        redirect (`Callable`, *optional*):
+            For an external teacher, the trainer's `_forward_redirection`: the teacher's forwards then go through the
+            accelerator's wrapper (so FSDP or DeepSpeed gather its weights), as `trl.DistillationTrainer` routes them.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module | None,
+        peft_student: torch.nn.Module | None,
+        accelerator: Accelerator,
+        offload: bool,
+        redirect: Callable | None = None,
+    ):
+        self.model, self.peft_student, self.accelerator = model, peft_student, accelerator
+        self.offload, self.redirect = offload, redirect
+
+    @property
+    def weights(self) -> PreTrainedModel:
+        """The model whose weights score: the unwrapped teacher, or the PEFT student's base model."""
+        return self.peft_student.get_base_model() if self.model is None else self.accelerator.unwrap_model(self.model)
+
+    def output_layer(self) -> torch.nn.Module:
+        """The teacher's `lm_head`, for the full reverse KL (a PEFT student's base carries no adapter on it)."""
+        return self.weights.get_output_embeddings()
+
+    @contextmanager
+    def replaying(self):
+        """
+        The teacher, ready to replay a generation batch: in eval mode, on `device` (an offloaded teacher goes back to
+        the CPU afterwards), a PEFT student's adapter disabled ([`teacher_for_replay`]).
+
+        Yields:
+            `tuple`: the model that scores, and the forward that [`~vzero_trl.replay.replay_teacher`] calls with it
+            (`None`: the model's own).
+        """
+        teacher = None if self.model is None else self.accelerator.unwrap_model(self.model)
+        if self.model is not None:
+            self.model.eval()
+        device = self.accelerator.device
+        with offloaded(teacher, device, self.offload), teacher_for_replay(teacher, self.peft_student) as scorer:
+            yield scorer, None if self.redirect is None else partial(self.redirect, self.model, teacher)

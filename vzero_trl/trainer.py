@@ -1,36 +1,29 @@
 """`VZeroTrainer`: on-policy distillation of a vision-language student with contrastive evidence gating."""
 
-import math
 import os
-from collections import deque
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate.utils import gather_object, is_peft_model
 from datasets import Dataset, IterableDataset
-from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedModel, ProcessorMixin, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from transformers.utils import logging
 from trl import DistillationTrainer
 from trl.extras.profiling import profiling_context
 from trl.trainer.utils import (
-    RepeatSampler,
     get_config_model_id,
-    repeat_iterable_dataset,
     split_pixel_values_by_grid,
     split_tensor_dict,
     unsplit_pixel_values_by_grid,
 )
 
 from .card import PAPER, build_model_card, teacher_description, tracking_urls
-from .checkpoints import remove_marker, set_learning_rate, write_marker
+from .checkpoints import MarkedCheckpoints
 from .completions_table import COLUMNS as TABLE_COLUMNS
-from .completions_table import IMAGE_COLUMNS, log_completions_table, thumbnail_png
+from .completions_table import add_columns, extend_columns, log_completions_table, thumbnail_png
 from .config import VZeroConfig
-from .evidence_alarm import build_alarm, view_gap_sums
+from .evidence_alarm import build_alarm
 from .gate_probe import GateProbeCallback, load_probe_rows
 from .gating import (
     evidence_metrics,
@@ -40,29 +33,22 @@ from .gating import (
     group_slices,
     rollout_groups,
 )
-from .importance import padded_sampler_logps, sampler_token_logps
+from .grouped_sampling import GroupedSampling
+from .importance import importance_metrics, padded_sampler_logps, sampler_token_logps
+from .losses import check_top_k, divergence_metric, gated_distillation_loss, loss_normalizer
 from .processing import check_processor, student_processor
 from .quiet import silence_unactionable_warnings
 from .replay import MULTIMODAL_KEYS, replay_teacher, teacher_views
-from .scoring import gated_distillation_loss
-from .served_teacher import ServedTeacher, vocabulary_size
+from .served_teacher import connect_served_teacher
 from .shared_prefix import check_teacher_scoring, student_hidden_grouped, unsupported_reason
-from .teachers import (
-    EMACallback,
-    check_teacher_model,
-    load_ema,
-    offloaded,
-    save_ema,
-    setup_teacher,
-    teacher_for_replay,
-)
+from .teachers import EMACallback, check_teacher_model, load_ema, save_ema, setup_teacher
 from .views import check_dataset_columns, check_row, truncate_at_tokens, vision_token_ids
 
 
 logger = logging.get_logger(__name__)
 
 
-class VZeroTrainer(DistillationTrainer):
+class VZeroTrainer(GroupedSampling, MarkedCheckpoints, DistillationTrainer):
     """
     Trainer for V-Zero: answer-label-free on-policy distillation with contrastive evidence gating.
 
@@ -73,12 +59,11 @@ class VZeroTrainer(DistillationTrainer):
 
     Differences from [`~trl.DistillationTrainer`]:
 
-    - samplers and loaders repeat each prompt `num_generations` times, contiguously (train and eval);
+    - samplers and loaders repeat each prompt `num_generations` times, contiguously (train and eval), through the
+      [`vzero_trl.grouped_sampling.GroupedSampling`] mixin;
     - `_generate_and_score_completions` also replays the rollouts under both teacher views ([`vzero_trl.replay`], or
-      on the teacher's vLLM servers with [`vzero_trl.served_teacher`])
-      and computes the gates once per generation batch, over whole groups gathered from all processes; each row's
-      group comes from the sampler's layout once ([`vzero_trl.gating.rollout_groups`]) and travels with the row
-      (`group_index`);
+      on vLLM servers: [`vzero_trl.served_teacher`]) and gates them once per generation batch, over whole groups
+      gathered from all processes; each row's group is read from the sampler's layout once (`group_index`);
     - `_prepare_inputs` keeps each prompt's rollouts together in the micro-batches for the shared-prefix student;
     - `_compute_loss` computes the gated loss from the student's sampled-token log-probabilities (or the gated full
       reverse KL), normalised so that gradient accumulation and data parallelism give the same update as one batch;
@@ -87,6 +72,8 @@ class VZeroTrainer(DistillationTrainer):
     - evidence metrics are logged under `evidence/*` and the sampled reverse KL under `distillation/reverse_kl`; the
       blind-teacher alarm watches both views ([`vzero_trl.evidence_alarm`]), and with `gate_probe_dataset` a callback
       measures the gate on labelled rows ([`vzero_trl.gate_probe`]);
+    - checkpoints count once complete and a resume applies the run's `learning_rate`, through the
+      [`vzero_trl.checkpoints.MarkedCheckpoints`] mixin; the EMA teacher is saved in each;
     - `create_model_card` writes an image-text-to-text card with the teacher and the V-Zero hyper-parameters;
     - `log` adds each rollout's group, gate, evidence score and both crops to the completions table
       (`log_completions=True`, [`vzero_trl.completions_table`]).
@@ -159,109 +146,46 @@ class VZeroTrainer(DistillationTrainer):
         )
         check_processor(self.processing_class, self._is_vlm, self._tokenizer.padding_side)
 
-        # `_peft_teacher`: the PEFT student whose base model is the frozen teacher (adapter disabled), else `None`.
-        self.teacher_model, self._peft_teacher = setup_teacher(
-            args.teacher_source,
-            self.teacher_model,
-            self.accelerator.unwrap_model(self.model),
-            sharded=self.is_deepspeed_enabled or self.is_fsdp_enabled,
-            offload=args.offload_teacher,
-        )
-        if args.teacher_source == "ema":
-            self.add_callback(EMACallback(self.teacher_model, self.accelerator.unwrap_model, args.teacher_ema_rate))
-
-        teacher_config = self.accelerator.unwrap_model(
-            self.model if self.teacher_model is None else self.teacher_model
-        ).config
-        if not args.teacher_server_urls:
-            check_teacher_scoring(args.teacher_scoring, teacher_config.model_type)
-        student_config = self.accelerator.unwrap_model(self.model).config
-        vocab_size = min(config.get_text_config().vocab_size for config in (student_config, teacher_config))
-        if args.loss_top_k is not None and args.loss_top_k > vocab_size:
-            raise ValueError(
-                f"`loss_top_k` ({args.loss_top_k}) is larger than the vocabulary of the models ({vocab_size} tokens). "
-                f"Set it to at most {vocab_size} (Vision-OPD uses 100), or unset it for the whole vocabulary."
+        # The teacher replays in this process (`_local_teacher`) or on vLLM servers (`_served_teacher`), never both.
+        unwrap, student_config = self.accelerator.unwrap_model, self.accelerator.unwrap_model(self.model).config
+        self._local_teacher = self._served_teacher = None
+        if args.teacher_server_urls:
+            self._served_teacher = connect_served_teacher(
+                args, self.processing_class, student_config, self.chat_template_kwargs
             )
+        else:
+            sharded = self.is_deepspeed_enabled or self.is_fsdp_enabled
+            local = setup_teacher(
+                args, self.teacher_model, self.model, self.accelerator, sharded, self._forward_redirection
+            )
+            self._local_teacher, self.teacher_model = local, local.model
+            check_teacher_scoring(args.teacher_scoring, local.weights.config.model_type)
+        if args.teacher_source == "ema":
+            self.add_callback(EMACallback(self.teacher_model, unwrap, args.teacher_ema_rate))
+        teacher_config = self._local_teacher.weights.config if self._local_teacher else student_config
+        check_top_k(args.loss_top_k, min(c.get_text_config().vocab_size for c in (student_config, teacher_config)))
         # Read after `super().__init__`, which may force reentrant checkpointing (PEFT with DeepSpeed ZeRO-3).
         reason = unsupported_reason(student_config.model_type, args.reentrant_checkpointing)
         self._student_shared = args.student_scoring == "shared_prefix" and reason is None
         if args.student_scoring == "shared_prefix" and reason is not None:
             logger.warning(f"student_scoring='shared_prefix' falls back to 'per_sequence': {reason}.")
 
+        # Vision placeholder tokens are never generated (and cut where vLLM ignores this: `_generate_single_turn`).
         self._vision_token_ids = vision_token_ids(student_config.to_dict())
         suppressed = sorted(set(self.generation_kwargs.get("suppress_tokens") or []) | self._vision_token_ids)
-        self.generation_kwargs["suppress_tokens"] = suppressed
-        self.generation_config.suppress_tokens = suppressed
+        self.generation_kwargs["suppress_tokens"] = self.generation_config.suppress_tokens = suppressed
         self._reverse_kl_stats = None
         self._sampler_logps = None  # vLLM's log-probabilities of the last generated rollouts (importance correction)
-        # Beside the base class's prompt and completion logs, aligned with them, for the completions table.
-        for key in TABLE_COLUMNS[2:]:
-            self._logs[key] = deque(maxlen=self._logs["prompt"].maxlen)
-        self._served_teacher = None  # a vLLM-served teacher (`teacher_server_urls`), checked before any step
-        if args.teacher_server_urls:
-            self._served_teacher = ServedTeacher(
-                args.teacher_server_urls,
-                args.teacher_model_name_or_path,
-                timeout=args.teacher_server_timeout,
-                retries=args.teacher_server_retries,
-                backoff=args.teacher_server_backoff,
-                concurrency=args.teacher_server_concurrency,
-            )
-            vocab_size = vocabulary_size(self.processing_class, student_config)
-            self._served_teacher.check(self.processing_class, vocab_size, self.chat_template_kwargs)
-        scorer = self._teacher() or self.accelerator.unwrap_model(self.model)  # the frozen PEFT teacher: the student
-        teacher_dtype = torch.bfloat16 if self._served_teacher is not None else scorer.dtype
+        add_columns(self._logs)  # beside the base class's prompt and completion logs, for the completions table
+        teacher_dtype = torch.bfloat16 if self._served_teacher is not None else self._local_teacher.weights.dtype
         self._evidence_alarm = build_alarm(args, teacher_dtype, train_dataset)
         if args.gate_probe_dataset is not None:  # labelled rows on which the gate is measured, never trained on
             probe_rows = load_probe_rows(args.gate_probe_dataset, train_dataset, args.crop_columns)
             self.add_callback(GateProbeCallback(self, probe_rows))
 
-    def _teacher(self) -> PreTrainedModel | None:
-        """The unwrapped teacher model, or `None` for the frozen teacher of a PEFT student (see `_peft_teacher`)."""
-        return None if self.teacher_model is None else self.accelerator.unwrap_model(self.teacher_model)
-
-    def _save_checkpoint(self, model, trial):
-        # A checkpoint counts once `vzero_checkpoint.json` lists its files ([`vzero_trl.checkpoints`]): V-Zero's own
-        # state first, then the base class's files, then, once every process has written its part, the marker (before
-        # a push, so that the pushed copy is complete too). Older checkpoints are rotated out only after that (the base
-        # class would rotate before it), so a kill while saving always leaves a complete checkpoint behind.
-        run_dir = self._get_output_dir(trial=trial)
-        folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")  # the base class's name
-        if self.args.should_save:
-            os.makedirs(folder, exist_ok=True)
-            remove_marker(folder)
-            if self.args.teacher_source == "ema":
-                save_ema(self.teacher_model, folder)
-        save_total_limit, self.args.save_total_limit = self.args.save_total_limit, None
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self.args.save_total_limit = save_total_limit
-        self._mark_complete(folder)
-        if self.args.should_save:
-            rotate_checkpoints(run_dir, save_total_limit, self.state.best_model_checkpoint, use_mtime=True)
-
-    def _push_from_checkpoint(self, checkpoint_folder):
-        # Called by the base `_save_checkpoint` on every process once all files are written (TRL 1.16/transformers 5).
-        self._mark_complete(checkpoint_folder)
-        super()._push_from_checkpoint(checkpoint_folder)
-
-    def _mark_complete(self, folder: str) -> None:
-        self.accelerator.wait_for_everyone()
-        if self.args.should_save:
-            write_marker(folder, self.state.global_step)
-
-    def _load_optimizer_and_scheduler(self, checkpoint):
-        super()._load_optimizer_and_scheduler(checkpoint)
-        # The schedule's base rate, which the restored optimizer state brought back from the checkpoint.
-        if checkpoint is None or self.optimizer.param_groups[0].get("initial_lr") in (None, self.args.learning_rate):
-            return
-        restored = set_learning_rate(self.optimizer, self.lr_scheduler, self.args.learning_rate)
-        logger.warning(
-            f"Resuming {checkpoint} with learning_rate {self.args.learning_rate} instead of the {restored} it was "
-            f"saved with: the restored optimizer and scheduler now use it (current rate "
-            f"{self.lr_scheduler.get_last_lr()[0]:.6g} at optimizer step {self.lr_scheduler.last_epoch})."
-        )
+    def _save_own_state(self, folder: str) -> None:
+        if self.args.teacher_source == "ema":  # restored by `_load_from_checkpoint`
+            save_ema(self.teacher_model, folder)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
@@ -273,73 +197,6 @@ class VZeroTrainer(DistillationTrainer):
         # used in error messages) if `remove_unused_columns` is turned on.
         if self._signature_columns is None:
             self._signature_columns = ["prompt", "image", "images", "id", *self.args.crop_columns]
-
-    # Grouped sampling: each prompt appears `num_generations` times in a row, so rows [k * G, (k + 1) * G) of the
-    # gathered generation batch are one prompt's rollouts, whichever process generated them (`rollout_groups`). The
-    # samplers and loaders below mirror `trl.DistillationTrainer`'s `_get_train_sampler`, `_get_eval_sampler`,
-    # `get_train_dataloader` and `get_eval_dataloader` (TRL 1.16) with `mini_repeat_count = num_generations`.
-
-    def _generation_batch_size(self) -> int:
-        return (
-            self.args.per_device_train_batch_size
-            * self.accelerator.num_processes
-            * self.args.gradient_accumulation_steps
-        )
-
-    def _get_train_sampler(self, dataset: Dataset | None = None) -> Sampler:
-        return RepeatSampler(
-            data_source=self.train_dataset if dataset is None else dataset,
-            mini_repeat_count=self.args.num_generations,
-            batch_size=self._generation_batch_size() // self.args.num_generations,
-            repeat_count=self.args.gradient_accumulation_steps,
-            shuffle=self.shuffle_dataset,
-            seed=self.args.seed,
-        )
-
-    def _get_eval_sampler(self, eval_dataset) -> Sampler:
-        return RepeatSampler(
-            data_source=eval_dataset, mini_repeat_count=self.args.num_generations_eval, seed=self.args.seed
-        )
-
-    def get_train_dataloader(self) -> DataLoader:
-        if not isinstance(self.train_dataset, IterableDataset):
-            return super().get_train_dataloader()  # map-style: grouping comes from `_get_train_sampler`
-        # A stream cannot take a sampler, so the stream itself is reordered like `_get_train_sampler` orders indices.
-        dataset = self.train_dataset.shuffle(seed=self.args.seed) if self.shuffle_dataset else self.train_dataset
-        dataset = repeat_iterable_dataset(
-            dataset,
-            mini_repeat_count=self.args.num_generations,
-            batch_size=self._generation_batch_size() // self.args.num_generations,
-            repeat_count=self.args.gradient_accumulation_steps,
-        )
-        return self._get_dataloader(
-            dataset=dataset,
-            description="Training",
-            batch_size=self._train_batch_size * self.args.gradient_accumulation_steps,
-            sampler_fn=self._get_train_sampler,
-            is_training=True,
-        )
-
-    def get_eval_dataloader(self, eval_dataset: str | Dataset | IterableDataset | None = None) -> DataLoader:
-        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
-        dataset = self.eval_dataset[eval_dataset] if isinstance(eval_dataset, str) else dataset
-        if not isinstance(dataset, IterableDataset):
-            return super().get_eval_dataloader(eval_dataset)  # map-style: grouping comes from `_get_eval_sampler`
-        dataset = repeat_iterable_dataset(
-            dataset.shuffle(seed=self.args.seed), mini_repeat_count=self.args.num_generations_eval
-        )
-        self.accelerator.dataloader_config.dispatch_batches = False
-        num_workers, self.args.dataloader_num_workers = self.args.dataloader_num_workers, 0  # keep groups in order
-        try:
-            return self._get_dataloader(
-                dataset=dataset,
-                description="Evaluation",
-                batch_size=self.args.eval_batch_size,
-                sampler_fn=self._get_eval_sampler,
-                dataloader_key=eval_dataset if isinstance(eval_dataset, str) else "eval",
-            )
-        finally:
-            self.args.dataloader_num_workers = num_workers
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, has_tool_images=False):
         mode = "train" if self.model.training else "eval"
@@ -411,8 +268,6 @@ class VZeroTrainer(DistillationTrainer):
         completion_ids, mask = output["completion_ids"], output["completion_mask"]
         device = completion_ids.device
 
-        if self.teacher_model is not None:
-            self.teacher_model.eval()
         keep_hidden = args.loss_type == "full_reverse_kl"
         groups = group_slices(group_index)
         if self._served_teacher is not None:
@@ -421,7 +276,11 @@ class VZeroTrainer(DistillationTrainer):
             scored = self._replay(inputs, groups, completion_ids, mask, args.crop_columns, keep_hidden)
         (pos_logps, pos_hidden), neg_logps = scored[0], scored[1][0] if len(scored) > 1 else None
         if mode == "train" and self._evidence_alarm.active:
-            self._check_views(inputs, groups[0], completion_ids, mask, pos_logps, neg_logps)
+            step, replay, gather = self.state.global_step, self._replay, self.accelerator.gather
+            alarm = self._evidence_alarm.watch(
+                step, inputs, groups[0], completion_ids, mask, pos_logps, neg_logps, replay, gather
+            )
+            self.add_metrics(alarm)
 
         # The gate needs whole groups, which may straddle processes: gather, gate, keep this process's rows.
         all_scores = None
@@ -431,27 +290,19 @@ class VZeroTrainer(DistillationTrainer):
             all_scores = self.accelerator.gather(
                 evidence_scores(pos_logps, neg_logps, mask, gamma=args.evidence_gamma)
             )
-            all_weights = evidence_weights(
-                all_scores,
-                num_generations,
-                alpha=args.evidence_alpha,
-                w_min=args.evidence_weight_min,
-                w_max=args.evidence_weight_max,
-                eps=args.evidence_eps,
-                std=args.evidence_std,
-            )
+            all_weights = evidence_weights(all_scores, num_generations, **args.gate_settings)
 
         sums = self.accelerator.gather(evidence_token_sums(pos_logps, neg_logps, mask)).view(-1, 5).sum(0)
         bounds = (args.evidence_weight_min, args.evidence_weight_max)
         for key, value in evidence_metrics(sums, all_weights, all_scores, num_generations, *bounds).items():
             self._metrics[mode][key].append(value)
-        if self.log_completions:  # gathered in the same order as the base class's prompts and completions
-            self._logs["gate"].extend(all_weights.tolist())
-            scores = all_scores.tolist() if all_scores is not None else [math.nan] * len(all_weights)
-            self._logs["evidence_score"].extend(scores)
-            self._logs["group"].extend(self.accelerator.gather(group_index).tolist())
-            for key, column in zip(IMAGE_COLUMNS, (args.crop_column, args.negative_crop_column), strict=True):
-                self._logs[key].extend(gather_object([thumbnail_png(row.get(column)) for row in inputs]))
+        if self.log_completions:
+            crops = [
+                tuple(thumbnail_png(row.get(c)) for c in (args.crop_column, args.negative_crop_column))
+                for row in inputs
+            ]
+            groups = self.accelerator.gather(group_index)
+            extend_columns(self._logs, all_weights, all_scores, groups, gather_object(crops))
 
         output["teacher_logps"] = pos_logps
         if self._sampler_logps is not None:  # right-padded like the completions, nan where unknown
@@ -471,12 +322,8 @@ class VZeroTrainer(DistillationTrainer):
         """The teacher's log-probabilities of the rollouts under the views of `columns` ([`replay_teacher`])."""
         if self._served_teacher is not None:
             return self._served_teacher.score(self._render(inputs, groups, columns), groups, completion_ids, mask)
-        args, teacher = self.args, self._teacher()
-        external = args.teacher_source == "external"  # prepared by the accelerator: forwards go through its wrapper
-        with (
-            offloaded(teacher, self.accelerator.device, args.offload_teacher),
-            teacher_for_replay(teacher, self._peft_teacher) as scorer,
-        ):
+        args = self.args
+        with self._local_teacher.replaying() as (scorer, forward):
             return replay_teacher(
                 scorer,
                 self.processing_class,
@@ -493,23 +340,8 @@ class VZeroTrainer(DistillationTrainer):
                 temperature=self.temperature,
                 rows_per_forward=args.teacher_batch_size or args.per_device_train_batch_size,
                 keep_hidden=keep_hidden,
-                forward=partial(self._forward_redirection, self.teacher_model, teacher) if external else None,
+                forward=forward,
             )
-
-    def _check_views(self, inputs, first_group, completion_ids, mask, pos_logps, neg_logps):
-        """Feed the blind-teacher alarm; without a negative view (alpha 0), score one for the first group's rollouts."""
-        rows = slice(None)
-        if neg_logps is None:
-            if not self._evidence_alarm.wants_sample(self.state.global_step, inputs[first_group.start]):
-                return
-            rows, size = first_group, first_group.stop - first_group.start
-            neg_column = [self.args.negative_crop_column]
-            check_row(inputs[first_group.start], neg_column, first_group.start)
-            neg_logps = self._replay(inputs[rows], [slice(0, size)], completion_ids[rows], mask[rows], neg_column)
-            neg_logps = neg_logps[0][0]
-        sums = view_gap_sums(pos_logps[rows], neg_logps, mask[rows], self._evidence_alarm.tolerance)
-        for key, value in self._evidence_alarm.update(self.accelerator.gather(sums.view(1, 4)).sum(0)).items():
-            self._metrics["train"][key].append(value)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -517,16 +349,11 @@ class VZeroTrainer(DistillationTrainer):
         # `trl.DistillationTrainer.compute_loss` (TRL 1.16).
         kl_sum, num_tokens, importance = self._reverse_kl_stats
         mode = "train" if self.model.training else "eval"
+        gather = self.accelerator.gather_for_metrics
+        kl_sum, num_tokens = gather(kl_sum).sum(), gather(num_tokens).sum()
         if importance is not None:  # (ratio sum, clipped count) over the valid tokens
-            ratio_sum, num_clipped = self.accelerator.gather_for_metrics(importance.view(1, 2)).sum(0)
-            total = self.accelerator.gather_for_metrics(num_tokens).sum().clamp(min=1)
-            self._metrics[mode]["rollout_is/ratio_mean"].append((ratio_sum / total).item())
-            self._metrics[mode]["rollout_is/clipped_frac"].append((num_clipped / total).item())
-        kl_sum = self.accelerator.gather_for_metrics(kl_sum).sum()
-        num_tokens = self.accelerator.gather_for_metrics(num_tokens).sum()
-        # The divergence the loss distils: the reverse KL, unless a generalized JSD or a top-k support replaces it.
-        reverse_kl = self.args.beta == 1.0 and self.args.loss_top_k is None
-        name = "distillation/reverse_kl" if reverse_kl else "distillation/divergence"
+            self.add_metrics(importance_metrics(gather(importance.view(1, 2)).sum(0), num_tokens), mode)
+        name = divergence_metric(self.args.beta, self.args.loss_top_k)
         self._metrics[mode][name].append((kl_sum / num_tokens.clamp(min=1)).item())
         return result
 
@@ -546,38 +373,29 @@ class VZeroTrainer(DistillationTrainer):
             )
         lm_head = unwrapped_student.get_output_embeddings()
 
-        # The base `compute_loss` passes the generation batch's token count divided by the number of processes; a
-        # micro-batch's sum divided by the global count makes accumulation and DDP averaging give the global mean.
-        normalizer = None
-        if self.model.training and num_items_in_batch is not None:
-            if self.args.loss_aggregation == "token":
-                normalizer = num_items_in_batch
-            else:
-                normalizer = inputs["num_sequences_in_batch"] / self.accelerator.num_processes
+        normalizer = None  # evaluation: each micro-batch's own mean
+        if self.model.training:
+            normalizer = loss_normalizer(
+                self.args.loss_aggregation,
+                num_items_in_batch,
+                inputs["num_sequences_in_batch"],
+                self.accelerator.num_processes,
+            )
 
-        teacher_lm_head = None
-        if self.args.loss_type == "full_reverse_kl":
-            # A PEFT student's frozen teacher is its base model, whose lm_head carries no adapter.
-            teacher = self._peft_teacher.get_base_model() if self.teacher_model is None else self._teacher()
-            teacher_lm_head = teacher.get_output_embeddings()
+        full_kl = self.args.loss_type == "full_reverse_kl"
         loss, per_token_kl, entropy, importance = gated_distillation_loss(
             hidden_states,
             lm_head,
             completion_ids,
             mask,
             inputs["evidence_weights"],
-            loss_type=self.args.loss_type,
-            aggregation=self.args.loss_aggregation,
             temperature=self.temperature,
             normalizer=normalizer,
             teacher_logps=inputs["teacher_logps"],
-            log_ratio_clip=self.args.log_ratio_clip,
             teacher_hidden_states=inputs.get("teacher_hidden_states"),
-            teacher_lm_head=teacher_lm_head,
-            beta=self.args.beta,
-            top_k=self.args.loss_top_k,
+            teacher_lm_head=self._local_teacher.output_layer() if full_kl else None,
             sampler_logps=inputs.get("sampler_logps"),
-            importance_clip=self.args.rollout_importance_clip,
+            **self.args.loss_settings,
         )
         valid = mask.bool()
         self._reverse_kl_stats = (per_token_kl[valid].sum(), valid.sum(), importance)
@@ -591,17 +409,15 @@ class VZeroTrainer(DistillationTrainer):
             return
         tags = {tags} if isinstance(tags, str) else set(tags or [])
         base_model = get_config_model_id(self.model.config)
-        external = self.args.teacher_source == "external" and self._served_teacher is None
-        teacher_id = (
-            get_config_model_id(self.accelerator.unwrap_model(self.teacher_model).config) if external else None
-        )
-        if self._served_teacher is not None:  # the served model's name
-            teacher_id = self._served_teacher.model
+        if self._served_teacher is not None:
+            teacher = self._served_teacher.model
+        else:
+            teacher = teacher_description(self.args.teacher_source, base_model, self._local_teacher.weights.config)
         card = build_model_card(
             args=self.args,
             model_name=model_name or Path(self.args.output_dir).name,
             base_model=base_model,
-            teacher_model=teacher_description(self.args.teacher_source, base_model, teacher_id),
+            teacher_model=teacher,
             dataset_name=dataset_name,
             tags=sorted(tags | set(self._tag_names)),
             citation=self._paper["citation"],
