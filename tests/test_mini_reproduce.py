@@ -24,7 +24,7 @@ from vzero_trl.mini.reproduce import (
     summarize,
     world_settings,
 )
-from vzero_trl.mini.stats import interval, paired_difference
+from vzero_trl.mini.stats import interval, paired_difference, plus_minus
 from vzero_trl.mini.variants import BASELINE, CORE_VARIANTS, VARIANTS
 from vzero_trl.mini.world import LETTERS, PRIOR_LETTER, make_rows
 from vzero_trl.processing import load_processor
@@ -251,3 +251,12 @@ def test_a_report_of_a_growing_grid_uses_the_finished_runs_and_lists_the_missing
     assert summary["letter"]["vzero"]["p_gold_vs_baseline"]["mean"] == pytest.approx(0.03)
     assert "Not run yet (4)" in (tmp_path / "results.md").read_text()
     assert not list((tmp_path / "runs" / "letter").glob("pair0-seed1*"))  # nothing was trained
+
+
+def test_an_interval_is_written_as_mean_plus_minus_its_half_width():
+    stat = {"mean": 0.0123, "ci95": 0.004, "sd": 0.006, "n": 10}
+    assert plus_minus(stat, 100, 1, sign=True) == "+1.2 ± 0.4"
+    assert plus_minus(stat) == "0.012 ± 0.004"
+    assert plus_minus({**stat, "mean": -0.0123}, 100, 1, sign=True) == "-1.2 ± 0.4"
+    assert plus_minus({**stat, "n": 1}, 100, 1) == "1.2"  # one cell: no interval
+    assert plus_minus({**stat, "n": 0}) == "n/a"

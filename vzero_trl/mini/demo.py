@@ -17,6 +17,7 @@ from pathlib import Path
 from .measure import evaluate_view, gate_diagnostics
 from .pictures import draw_gate_histogram
 from .pretrain import WORLD_PAIRS, ensure_pair
+from .stats import plus_minus
 from .world import make_dataset, make_rows
 
 
@@ -96,10 +97,6 @@ def demo_report(trainer, record: dict, output_dir: str | Path) -> dict:
     return report
 
 
-def _pm(stat: dict, scale: float = 1.0, digits: int = 3, sign: str = "") -> str:
-    return f"{scale * stat['mean']:{sign}.{digits}f} ± {scale * stat['ci95']:.{digits}f}"
-
-
 def demo_text(report: dict, reference: dict | None) -> str:
     """The demo's report as printed: its own run, then the reproduction's interval for the same setting."""
     before, after, gates = report["before"], report["after"], report["gates"]
@@ -120,9 +117,9 @@ def demo_text(report: dict, reference: dict | None) -> str:
     gain = reference["p_gold_gain"]
     lines += [
         f"The reproduction, same setting, {reference['cells']} cells ({reference['pairs']} trained pairs x run seeds; "
-        f"{reference['machine']['cpu']}), mean ± 95% interval: p(gold) gain {_pm(gain, sign='+')}, accuracy gain "
-        f"{_pm(reference['accuracy_gain'], 100, 1, '+')} points, gate AUC {_pm(reference['gate_auc'], digits=2)}; "
-        f"V-Zero minus plain OPD in p(gold) {_pm(reference['p_gold_vs_baseline'], sign='+')}.",
+        f"{reference['machine']['cpu']}), mean ± 95% interval: p(gold) gain {plus_minus(gain, sign=True)}, accuracy gain "
+        f"{plus_minus(reference['accuracy_gain'], 100, 1, True)} points, gate AUC {plus_minus(reference['gate_auc'], digits=2)}; "
+        f"V-Zero minus plain OPD in p(gold) {plus_minus(reference['p_gold_vs_baseline'], sign=True)}.",
         f"Cells spread with sd {gain['sd']:.3f} in p(gold) gain (pairs and run seeds). The shipped pair is the same "
         "everywhere, but the run diverges with the CPU's floating point: a gain off the cells' mean by up to about two "
         "sd is expected on another machine.",

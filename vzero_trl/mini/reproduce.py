@@ -36,7 +36,7 @@ from ..quiet import silence_unactionable_warnings
 from .measure import evaluate_view, gate_diagnostics
 from .pretrain import WORLD_PAIRS, PairSpec, ensure_pair, pair_dir
 from .recording import RecordingTrainer
-from .stats import interval, paired_difference
+from .stats import interval, paired_difference, plus_minus
 from .variants import BASELINE, CORE_VARIANTS, LABELS, VARIANTS
 from .world import WORLDS, World, make_dataset, make_rows
 
@@ -377,11 +377,8 @@ def summarize(runs: list[dict], pairs: dict[tuple[str, int], dict]) -> dict:
     return summary
 
 
-def _pm(stat: dict, scale: float = 100, digits: int = 1, sign: bool = False) -> str:
-    if stat["n"] == 0:
-        return "n/a"
-    mean = f"{scale * stat['mean']:{'+' if sign else ''}.{digits}f}"
-    return mean if stat["n"] < 2 else f"{mean} ± {scale * stat['ci95']:.{digits}f}"
+def _points(stat: dict, scale: float = 100, digits: int = 1, sign: bool = False) -> str:
+    return plus_minus(stat, scale, digits, sign)  # the tables' default: percentage points, one decimal
 
 
 def markdown_table(summary: dict) -> str:
@@ -403,16 +400,16 @@ def markdown_table(summary: dict) -> str:
             acc_vs = e.get("accuracy_vs_baseline")
             gated = VARIANTS[variant]["evidence_alpha"] > 0
             lines.append(
-                f"| {world} | {LABELS[variant]} | {len(e['cells'])} | {_pm(e['p_gold'])} | "
-                f"{_pm(e['p_gold_gain'], sign=True)} | "
+                f"| {world} | {LABELS[variant]} | {len(e['cells'])} | {_points(e['p_gold'])} | "
+                f"{_points(e['p_gold_gain'], sign=True)} | "
                 + (
-                    f"{_pm(vs, sign=True)} | {_pm(vs['by_pair'], sign=True)} (n={vs['by_pair']['n']}) | "
+                    f"{_points(vs, sign=True)} | {_points(vs['by_pair'], sign=True)} (n={vs['by_pair']['n']}) | "
                     if vs
                     else "— | — | "
                 )
-                + f"{_pm(e['accuracy'])} | "
-                + (f"{_pm(acc_vs, sign=True)} | " if acc_vs else "— | ")
-                + (f"{_pm(e['gate_auc'], 1, 2)} |" if gated else "n/a (no gate) |")
+                + f"{_points(e['accuracy'])} | "
+                + (f"{_points(acc_vs, sign=True)} | " if acc_vs else "— | ")
+                + (f"{_points(e['gate_auc'], 1, 2)} |" if gated else "n/a (no gate) |")
             )
     return "\n".join(lines) + "\n"
 
@@ -426,8 +423,8 @@ def pairs_table(summary: dict) -> str:
     ]
     for world, e in summary.items():
         lines.append(
-            f"| {world} | {e['pairs']} | {_pm(e['teacher_crop_accuracy'])} | {_pm(e['teacher_negative_crop_accuracy'])} "
-            f"| {_pm(e['teacher_random_crop_accuracy'])} | {_pm(e['student_accuracy'])} | {_pm(e['student_p_gold'])} |"
+            f"| {world} | {e['pairs']} | {_points(e['teacher_crop_accuracy'])} | {_points(e['teacher_negative_crop_accuracy'])} "
+            f"| {_points(e['teacher_random_crop_accuracy'])} | {_points(e['student_accuracy'])} | {_points(e['student_p_gold'])} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -437,7 +434,7 @@ def condition_table(summary: dict) -> str:
     lines = ["| World | Measure | Mean ± 95% interval over pairs |", "| --- | --- | --- |"]
     for world, e in summary.items():
         for name, stat in e.get("condition", {}).items():
-            lines.append(f"| {world} | {name} | {_pm(stat, 1, 3)} |")
+            lines.append(f"| {world} | {name} | {_points(stat, 1, 3)} |")
     return "\n".join(lines) + "\n"
 
 

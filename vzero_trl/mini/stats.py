@@ -65,3 +65,12 @@ def paired_difference(values: dict[tuple[int, int], float], baseline: dict[tuple
         "by_pair": interval([sum(d) / len(d) for d in by_pair.values()]),
         "cells": {f"{pair}/{seed}": diff for (pair, seed), diff in diffs.items()},
     }
+
+
+def plus_minus(stat: dict, scale: float = 1.0, digits: int = 3, sign: bool = False) -> str:
+    """An [`interval`] as text, `"mean ± ci95"` times `scale` with `digits` decimals (`sign`: `+` on positive means);
+    the mean alone for one value, `"n/a"` for none."""
+    if stat["n"] == 0:
+        return "n/a"
+    mean = f"{scale * stat['mean']:{'+' if sign else ''}.{digits}f}"
+    return mean if stat["n"] < 2 else f"{mean} ± {scale * stat['ci95']:.{digits}f}"
