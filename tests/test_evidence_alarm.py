@@ -5,6 +5,7 @@ import logging
 
 import pytest
 import torch
+from fixtures.teacher_server import StandInTeacher
 from helpers import make_args
 from transformers import AutoModelForImageTextToText
 
@@ -124,6 +125,33 @@ def test_the_trained_teacher_sees_and_stays_quiet(letter_pair, tmp_path, caplog)
     assert trainer._evidence_alarm.condition == "sees", alarm_log(caplog)
     assert "Blind-teacher alarm" not in alarm_log(caplog) and "teacher sees the crops" in alarm_log(caplog)
     print("trained teacher:", diagnose(trainer._evidence_alarm.sums))
+
+
+@pytest.mark.parametrize("blind", [True, False], ids=["blind", "trained"])
+def test_a_bfloat16_teacher_is_judged_against_bfloat16_noise(letter_pair, blind_teacher, tmp_path, blind):
+    """A teacher loaded in bfloat16 gets that dtype's (coarser) tolerance, and the trained teacher's view differences
+    still stand out above it while the blinded copy stays blind."""
+    teacher = blind_teacher if blind else letter_pair[0]
+    kwargs = {"dtype": "bfloat16"}
+    trainer = train(
+        letter_pair, teacher, tmp_path, max_steps=2, evidence_alarm_steps=2, teacher_model_init_kwargs=kwargs
+    )
+    assert trainer.teacher_model.dtype == torch.bfloat16
+    assert trainer._evidence_alarm.tolerance == noise_tolerance(torch.bfloat16)
+    assert trainer._evidence_alarm.condition == ("blind" if blind else "sees"), diagnose(trainer._evidence_alarm.sums)
+
+
+def test_a_served_teacher_is_judged_as_a_bfloat16_one_and_sees(letter_pair, tmp_path):
+    """vLLM serves in bfloat16, so a served teacher gets that tolerance; the trained teacher behind the stand-in sees
+    the crops. (A blind served teacher is refused before training: tests/test_served_teacher.py.)"""
+    model = AutoModelForImageTextToText.from_pretrained(letter_pair[0], dtype=torch.float32)
+    with StandInTeacher(model, load_processor(letter_pair[0])) as server:
+        urls, steps = [server.url], 2
+        trainer = train(
+            letter_pair, None, tmp_path, max_steps=steps, evidence_alarm_steps=steps, teacher_server_urls=urls
+        )
+    assert trainer._evidence_alarm.tolerance == noise_tolerance(torch.bfloat16)
+    assert trainer._evidence_alarm.condition == "sees", diagnose(trainer._evidence_alarm.sums)
 
 
 def test_random_crops_are_not_a_blind_teacher(letter_pair, tmp_path, caplog):
