@@ -4,6 +4,8 @@
     python scripts/reproduce_mini.py --full          # the committed table: 3 worlds, 5 pairs x 2 seeds, 6 variants
     python scripts/reproduce_mini.py --pilot         # the learning-rate rule on the pilot pairs (100, 101)
     python scripts/reproduce_mini.py --full --report # the grid's finished runs only, with the missing ones listed
+    python scripts/reproduce_mini.py --worlds prior --pairs 0 1 2 3 4 --learning_rate 1e-4 \
+        --output_dir outputs/mini-prior-lr1e-4       # a sensitivity run at another rate, in its own folder
 
 A cell is (pair seed, run seed): a trained tiny teacher and student drawn from the pair seed, one run of every variant
 from that student with the run seed. Writes `results.json`, `results.md` and the pictures (`paired.png`, `curves.png`,
@@ -50,6 +52,11 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="Report the grid's finished runs only (no training); the missing runs are listed.",
     )
+    parser.add_argument(
+        "--learning_rate",
+        type=float,
+        help="Replace the rule's learning rate of every world: a sensitivity run, in its own --output_dir.",
+    )
     parser.add_argument("--workers", type=int, default=2, help="Parallel runs, one CPU thread each.")
     parser.add_argument("--cache_dir", default=None, help="Trained pairs (default: OUTPUT_DIR/models).")
     parser.add_argument("--overwrite", action="store_true", help="Discard runs made with other settings.")
@@ -76,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         cache_dir=args.cache_dir,
         overwrite=args.overwrite,
         run_missing=not args.report,
+        learning_rate=args.learning_rate,
     )
     print(open(os.path.join(args.output_dir, "results.md")).read())
     print(f"Wrote results.json, results.md and the pictures to {args.output_dir}")

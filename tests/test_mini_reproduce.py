@@ -260,3 +260,18 @@ def test_an_interval_is_written_as_mean_plus_minus_its_half_width():
     assert plus_minus({**stat, "mean": -0.0123}, 100, 1, sign=True) == "-1.2 ± 0.4"
     assert plus_minus({**stat, "n": 1}, 100, 1) == "1.2"  # one cell: no interval
     assert plus_minus({**stat, "n": 0}) == "n/a"
+
+
+def test_a_sensitivity_run_records_its_rate_and_refuses_the_rules_rate_in_its_folder(tmp_path):
+    cell = tmp_path / "runs" / "letter" / "pair0-seed0"
+    cell.mkdir(parents=True)
+    for variant, after in (("vzero", 0.45), (BASELINE, 0.42)):
+        (cell / f"{variant}.json").write_text(json.dumps(_run(variant, 0, 0, 0.40, after)))
+    kwargs = dict(worlds=("letter",), pair_seeds=(0,), cache_dir=tmp_path / "models", run_missing=False)
+    reproduce(tmp_path, learning_rate=3e-3, **kwargs)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["settings"]["letter"]["run.learning_rate"] == 3e-3
+    assert not (tmp_path / "reference.json").exists()  # the learning check's thresholds come from the rule's rate
+    rule = WORLD_SETTINGS["letter"].learning_rate
+    with pytest.raises(ValueError, match=rf"run.learning_rate: 0.003 -> {rule}"):
+        reproduce(tmp_path, **kwargs)

@@ -490,6 +490,7 @@ def reproduce(
     cache_dir: str | Path | None = None,
     overwrite: bool = False,
     run_missing: bool = True,
+    learning_rate: float | None = None,
 ) -> dict:
     """
     Run the grid of cells `pair_seeds x run_seeds` and write `results.json`, `results.md` and the pictures.
@@ -507,6 +508,8 @@ def reproduce(
         cache_dir: Where trained pairs are kept (default `output_dir/models`).
         run_missing: With `False`, report the grid's finished runs only and list the missing ones in `results.json`
             (`missing`) and `results.md`: a grid that grows across sittings is reported as it stands.
+        learning_rate: Replaces the rule's learning rate of every world (a sensitivity run: keep it in its own
+            `output_dir`, which then refuses runs at another rate); no `reference.json` is written.
     """
     output_dir = Path(output_dir)
     cache_dir = Path(cache_dir) if cache_dir is not None else output_dir / "models"
@@ -516,7 +519,13 @@ def reproduce(
     reused = sorted(set(pair_seeds) & set(PILOT_PAIRS))
     if reused:
         raise ValueError(f"Pair seeds {reused} chose the learning rate (the pilot); report other pair seeds.")
-    _check_settings(output_dir, worlds, {world: world_settings(world) for world in worlds}, overwrite, "runs")
+    run_settings = {world: WORLD_SETTINGS[world] for world in worlds}
+    if learning_rate is not None:
+        run_settings = {
+            world: replace(settings, learning_rate=learning_rate) for world, settings in run_settings.items()
+        }
+    requested = {world: world_settings(world, run_settings[world]) for world in worlds}
+    _check_settings(output_dir, worlds, requested, overwrite, "runs")
     planned = [
         (
             output_dir / "runs" / world / f"pair{pair_seed}-seed{run_seed}" / f"{variant}.json",
@@ -524,7 +533,7 @@ def reproduce(
             variant,
             pair_seed,
             run_seed,
-            WORLD_SETTINGS[world],
+            run_settings[world],
         )
         for world, variant, pair_seed, run_seed in plan(worlds, variants, pair_seeds, run_seeds)
     ]
@@ -537,10 +546,9 @@ def reproduce(
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         runs, pairs = _execute(pool, cache_dir, planned, "distillation runs")
     summary = summarize(runs, pairs)
-    settings = {world: world_settings(world) for world in worlds}
-    results = {"machine": machine(), "settings": settings, "summary": summary, "missing": missing}
+    results = {"machine": machine(), "settings": requested, "summary": summary, "missing": missing}
     (output_dir / "results.json").write_text(json.dumps(results, indent=2))
-    if "vzero" in summary.get("letter", {}) and BASELINE in summary["letter"]:
+    if learning_rate is None and "vzero" in summary.get("letter", {}) and BASELINE in summary["letter"]:
         (output_dir / "reference.json").write_text(json.dumps(demo_reference(results), indent=2))
     (output_dir / "results.md").write_text(
         "Trained pairs (held-out greedy accuracy, %):\n\n"
