@@ -280,7 +280,7 @@ class VZeroTrainer(GroupedSampling, MarkedCheckpoints, DistillationTrainer):
             alarm = self._evidence_alarm.watch(
                 step, inputs, groups[0], completion_ids, mask, pos_logps, neg_logps, replay, gather
             )
-            self.add_metrics(alarm)
+            self.add_metrics(alarm)  # the two views compared (without gating, on a sampled negative view)
 
         # The gate needs whole groups, which may straddle processes: gather, gate, keep this process's rows.
         all_scores = None
@@ -294,8 +294,7 @@ class VZeroTrainer(GroupedSampling, MarkedCheckpoints, DistillationTrainer):
 
         sums = self.accelerator.gather(evidence_token_sums(pos_logps, neg_logps, mask)).view(-1, 5).sum(0)
         bounds = (args.evidence_weight_min, args.evidence_weight_max)
-        for key, value in evidence_metrics(sums, all_weights, all_scores, num_generations, *bounds).items():
-            self._metrics[mode][key].append(value)
+        self.add_metrics(evidence_metrics(sums, all_weights, all_scores, num_generations, *bounds), mode)
         if self.log_completions:
             crops = [
                 tuple(thumbnail_png(row.get(c)) for c in (args.crop_column, args.negative_crop_column))
