@@ -126,7 +126,7 @@ def self_teacher_copy(student: PreTrainedModel) -> PreTrainedModel:
     """
     teacher = copy.deepcopy(student)
     teacher.requires_grad_(False)
-    teacher.gradient_checkpointing_disable()
+    teacher.activation_checkpointing_disable()
     return teacher.eval()
 
 
