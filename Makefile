@@ -30,8 +30,9 @@ quality: install
 	$(BIN)/ruff check vzero_trl tests scripts benchmarks
 	$(BIN)/ruff format --check vzero_trl tests scripts benchmarks
 
-# The paper's Table 2 in miniature (vzero_trl.mini): both toy worlds, 3 variants x 3 seeds; about 23 minutes on 2 CPU
-# cores. Writes outputs/mini/results.md, results.json and the pictures; a rerun reuses finished runs.
+# The paper's Table 2 in miniature (vzero_trl.mini): the letter and prior worlds, pair seeds 0-1, V-Zero / plain OPD /
+# w_min = 1; about 25 minutes on 2 CPU cores (`scripts/reproduce_mini.py --full` is the committed grid). Writes
+# outputs/mini/results.md, results.json and the pictures; a rerun reuses finished runs.
 reproduce: install
 	$(BIN)/python scripts/reproduce_mini.py --output_dir outputs/mini
 
