@@ -12,8 +12,10 @@ plain distillation from a blind teacher, and nothing else in the logs looks wron
   rounding;
 - over the first `evidence_alarm_steps` scored generation batches, a teacher with at most `BLIND_FRACTION` distinct
   tokens is **blind**: the alarm warns once (or raises, `evidence_alarm="error"`) naming the likely causes;
-- a teacher that sees but prefers neither crop, `|mean d| <= INDIFFERENT_RATIO * mean |d|`, is **indifferent**: a
-  different condition (the crops may miss the question's evidence, or the task may not need them), warned once as such.
+- a teacher that sees but, summed over all tokens, prefers neither crop, `|mean d| <= INDIFFERENT_RATIO * mean |d|`,
+  is **indifferent**: a different condition, warned once as such. It arises when the crops miss the question's
+  evidence, but also when rollouts split between answers that each crop supports, where the gate still ranks them:
+  the message says so, and points to the labelled probe, which can tell.
 
 Under `evidence_alpha = 0` training never scores the negative view; the trainer then scores it for one prompt's
 rollouts per process every `evidence_alarm_every` steps until the alarm has decided. [`view_gap_sums`] is pure torch;
@@ -55,9 +57,11 @@ BLIND_MESSAGE = (
 )
 INDIFFERENT_MESSAGE = (
     "Evidence check: the teacher sees both crops ({fraction:.1%} of tokens differ beyond noise, mean |gap| "
-    "{mean_abs:.2e}) but prefers neither (mean gap {mean:+.2e}): the positive crops may miss the question's evidence, "
-    "or the task may not need it, and the gate then ranks rollouts at random. Measure it on a few hundred labelled "
-    "rows before relying on it."
+    "{mean_abs:.2e}) but, summed over all tokens, prefers neither (mean gap {mean:+.2e}). Either the crops miss the "
+    "question's evidence (or the task does not need it), and the gate then ranks rollouts at random; or each group's "
+    "rollouts split between answers that one crop or the other supports, and the gate still ranks them (the gate "
+    "works in the miniature's prior and drift worlds, where this message also appears). The sums cannot tell the two "
+    "apart: measure the gate on a few hundred labelled rows (`gate_probe_dataset`) before relying on it."
 )
 
 
