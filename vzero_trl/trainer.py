@@ -262,14 +262,14 @@ class VZeroTrainer(GroupedSampling, MarkedCheckpoints, DistillationTrainer):
         local_rows = len(inputs)
         first_row = self.accelerator.process_index * local_rows  # this process's rows in the gathered batch
         group_index = rollout_groups(local_rows, num_generations, first_row, self.accelerator.device)
+        groups = group_slices(group_index)
         if self._served_teacher is not None:  # the teacher's servers render both views while the student generates
-            rendered = self._render(inputs, group_slices(group_index), args.crop_columns)
+            rendered = self._render(inputs, groups, args.crop_columns)
         output = super()._generate_and_score_completions(inputs)
         completion_ids, mask = output["completion_ids"], output["completion_mask"]
         device = completion_ids.device
 
         keep_hidden = args.loss_type == "full_reverse_kl"
-        groups = group_slices(group_index)
         if self._served_teacher is not None:
             scored = self._served_teacher.score(rendered, groups, completion_ids, mask)
         else:
